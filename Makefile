@@ -1,0 +1,40 @@
+# One entry point for newcomers and CI: `make run` starts the main job, `make test`
+# runs every test. Everything downloaded or built is cached outside the clone
+# (scripts/cache-env.sh), so a second run reuses it.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+CACHE_DIR := $(or $(GATEWAY_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/inference-gateway)
+export GATEWAY_CACHE_DIR := $(CACHE_DIR)
+export CARGO_TARGET_DIR ?= $(CACHE_DIR)/cargo-target
+# The venv's path, computed by the script that creates it (only when a recipe needs it).
+VENV = $$(bash scripts/provision-python.sh | tail -n 1)
+
+.PHONY: run test provision lint test-rust test-model-service test-e2e
+
+## Start the model service and the gateway (embedded store) and print where to send a request.
+run:
+	bash scripts/run.sh
+
+## Every test: provisioning, lint, Rust tests, model service tests, cross-service tests on the bed.
+test: provision lint test-rust test-model-service test-e2e
+
+## Build or download the bed's parts once: collector, search node, Python environment.
+provision:
+	bash scripts/provision-collector.sh
+	bash scripts/provision-search-node.sh
+	bash scripts/provision-python.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	venv=$(VENV); "$$venv/bin/ruff" check model-service tests; "$$venv/bin/ruff" format --check model-service tests
+
+test-rust:
+	cargo test --workspace --locked
+
+test-model-service:
+	venv=$(VENV); cd model-service && "$$venv/bin/pytest"
+
+test-e2e:
+	venv=$(VENV); cd tests && "$$venv/bin/pytest"

@@ -1,0 +1,1 @@
+"""Test harness: starts the test bed's real processes on free loopback ports and stops them."""

@@ -1,0 +1,176 @@
+"""Reads what the collector's file exporter wrote (OTLP/JSON, one export per line)
+into flat records that tests can assert on."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_SPAN_KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+_STATUS_CODES = {0: "unset", 1: "ok", 2: "error"}
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    """One span as the collector received it."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: str
+    service_name: str
+    resource: dict[str, Any]
+    scope_name: str
+    attributes: dict[str, Any]
+    links: list[dict[str, Any]]
+    status_code: str
+    status_message: str
+    events: list[dict[str, Any]]
+    start_ns: int
+    end_ns: int
+
+
+@dataclass(frozen=True)
+class LogRecordView:
+    """One log record as the collector received it."""
+
+    trace_id: str
+    span_id: str
+    body: Any
+    severity_text: str
+    attributes: dict[str, Any]
+    service_name: str
+    resource: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    """One metric of one export, with its data points left as OTLP/JSON."""
+
+    name: str
+    service_name: str
+    unit: str
+    data_points: list[dict[str, Any]]
+
+
+def any_value(value: dict[str, Any]) -> Any:
+    """An OTLP/JSON AnyValue as a Python value (64-bit integers arrive as strings)."""
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "arrayValue" in value:
+        return [any_value(item) for item in value["arrayValue"].get("values", [])]
+    if "kvlistValue" in value:
+        return attributes(value["kvlistValue"].get("values", []))
+    if "bytesValue" in value:
+        return value["bytesValue"]
+    return None
+
+
+def attributes(key_values: list[dict[str, Any]]) -> dict[str, Any]:
+    return {kv["key"]: any_value(kv.get("value", {})) for kv in key_values}
+
+
+def read_exports(path: Path) -> list[dict[str, Any]]:
+    """Every complete export in the file; a line still being written is skipped."""
+    if not path.exists():
+        return []
+    exports = []
+    for line in path.read_text().splitlines():
+        try:
+            exports.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return exports
+
+
+def spans(path: Path) -> list[SpanRecord]:
+    records = []
+    for export in read_exports(path):
+        for resource_spans in export.get("resourceSpans", []):
+            resource = attributes(resource_spans.get("resource", {}).get("attributes", []))
+            for scope_spans in resource_spans.get("scopeSpans", []):
+                scope_name = scope_spans.get("scope", {}).get("name", "")
+                for span in scope_spans.get("spans", []):
+                    status = span.get("status", {})
+                    records.append(
+                        SpanRecord(
+                            trace_id=span.get("traceId", ""),
+                            span_id=span.get("spanId", ""),
+                            parent_span_id=span.get("parentSpanId", ""),
+                            name=span.get("name", ""),
+                            kind=_SPAN_KINDS.get(span.get("kind", 0), "unspecified"),
+                            service_name=resource.get("service.name", ""),
+                            resource=resource,
+                            scope_name=scope_name,
+                            attributes=attributes(span.get("attributes", [])),
+                            links=[
+                                {
+                                    "trace_id": link.get("traceId", ""),
+                                    "span_id": link.get("spanId", ""),
+                                    "attributes": attributes(link.get("attributes", [])),
+                                }
+                                for link in span.get("links", [])
+                            ],
+                            status_code=_STATUS_CODES.get(status.get("code", 0), "unset"),
+                            status_message=status.get("message", ""),
+                            events=[
+                                {"name": event.get("name", ""), "attributes": attributes(event.get("attributes", []))}
+                                for event in span.get("events", [])
+                            ],
+                            start_ns=int(span.get("startTimeUnixNano", 0)),
+                            end_ns=int(span.get("endTimeUnixNano", 0)),
+                        )
+                    )
+    return records
+
+
+def logs(path: Path) -> list[LogRecordView]:
+    records = []
+    for export in read_exports(path):
+        for resource_logs in export.get("resourceLogs", []):
+            resource = attributes(resource_logs.get("resource", {}).get("attributes", []))
+            for scope_logs in resource_logs.get("scopeLogs", []):
+                for record in scope_logs.get("logRecords", []):
+                    records.append(
+                        LogRecordView(
+                            trace_id=record.get("traceId", ""),
+                            span_id=record.get("spanId", ""),
+                            body=any_value(record.get("body", {})),
+                            severity_text=record.get("severityText", ""),
+                            attributes=attributes(record.get("attributes", [])),
+                            service_name=resource.get("service.name", ""),
+                            resource=resource,
+                        )
+                    )
+    return records
+
+
+def metrics(path: Path) -> list[MetricRecord]:
+    records = []
+    for export in read_exports(path):
+        for resource_metrics in export.get("resourceMetrics", []):
+            resource = attributes(resource_metrics.get("resource", {}).get("attributes", []))
+            for scope_metrics in resource_metrics.get("scopeMetrics", []):
+                for metric in scope_metrics.get("metrics", []):
+                    data = next(
+                        (metric[kind] for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary") if kind in metric),
+                        {},
+                    )
+                    records.append(
+                        MetricRecord(
+                            name=metric.get("name", ""),
+                            service_name=resource.get("service.name", ""),
+                            unit=metric.get("unit", ""),
+                            data_points=data.get("dataPoints", []),
+                        )
+                    )
+    return records

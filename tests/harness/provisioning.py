@@ -1,0 +1,17 @@
+"""Where the bed's programs come from: the repository's provisioning scripts,
+which build or download them once into a cache outside the clone."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def provisioned(script: str) -> Path:
+    """Run `scripts/<script>` (idempotent, cached) and return the path it prints last."""
+    output = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / script)], check=True, capture_output=True, text=True
+    ).stdout
+    return Path(output.strip().splitlines()[-1])
