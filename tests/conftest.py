@@ -31,6 +31,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stop_all()
+    survivors = [process for process in started_processes() if process.group_alive()]
+    if survivors:
+        names = ", ".join(f"{process.name} (pid {process.pid})" for process in survivors)
+        print(f"\nprocesses still running after the suite: {names}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(wrapper=True)

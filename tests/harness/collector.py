@@ -45,7 +45,11 @@ def bed_config(grpc_port: int, http_port: int, health_port: int, output_dir: Pat
             # The collector's own metrics would listen on a fixed port (8888).
             "telemetry": {"metrics": {"level": "none"}},
             "pipelines": {
-                signal: {"receivers": ["otlp"], "processors": ["memory_limiter", "batch"], "exporters": [f"file/{signal}"]}
+                signal: {
+                    "receivers": ["otlp"],
+                    "processors": ["memory_limiter", "batch"],
+                    "exporters": [f"file/{signal}"],
+                }
                 for signal in _SIGNALS
             },
         },
@@ -69,9 +73,7 @@ class Collector:
         # JSON is YAML, so the collector's YAML provider reads this file as is.
         config_path = work_dir / "collector-config.yaml"
         config_path.write_text(json.dumps(bed_config(grpc_port, http_port, health_port, output_dir), indent=2))
-        process = ManagedProcess(
-            "collector", [binary, "--config", config_path], log_dir=work_dir / "logs"
-        ).start()
+        process = ManagedProcess("collector", [binary, "--config", config_path], log_dir=work_dir / "logs").start()
 
         def healthy() -> bool:
             if not process.is_running():

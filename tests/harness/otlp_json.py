@@ -162,7 +162,11 @@ def metrics(path: Path) -> list[MetricRecord]:
             for scope_metrics in resource_metrics.get("scopeMetrics", []):
                 for metric in scope_metrics.get("metrics", []):
                     data = next(
-                        (metric[kind] for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary") if kind in metric),
+                        (
+                            metric[kind]
+                            for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary")
+                            if kind in metric
+                        ),
                         {},
                     )
                     records.append(

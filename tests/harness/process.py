@@ -4,6 +4,7 @@ the run is interrupted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,6 +64,16 @@ class ManagedProcess:
     def is_running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 
+    def group_alive(self) -> bool:
+        """Whether any process of the program's group (itself or a child) still exists."""
+        if self._popen is None:
+            return False
+        try:
+            os.killpg(self._popen.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
     def send_signal(self, sig: signal.Signals) -> None:
         """Signal the program itself (not its group), as an orchestrator would."""
         if self.is_running():
@@ -95,10 +106,8 @@ class ManagedProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def _signal_group(self, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def running_processes() -> list[ManagedProcess]:

@@ -26,8 +26,17 @@ class SearchNode:
         http_port, transport_port = free_port(), free_port()
         process = ManagedProcess(
             "search-node",
-            ["java", "-Xms512m", "-Xmx1g", "-cp", classpath_file.read_text().strip(), _LAUNCHER,
-             work_dir / "search-node", http_port, transport_port],
+            [
+                "java",
+                "-Xms512m",
+                "-Xmx1g",
+                "-cp",
+                classpath_file.read_text().strip(),
+                _LAUNCHER,
+                work_dir / "search-node",
+                http_port,
+                transport_port,
+            ],
             log_dir=work_dir / "logs",
         ).start()
         url = f"http://127.0.0.1:{http_port}"
@@ -35,7 +44,9 @@ class SearchNode:
         def healthy() -> bool:
             if not process.is_running():
                 raise RuntimeError(f"search node exited:\n{process.log_text()[-4000:]}")
-            response = requests.get(f"{url}/_cluster/health", params={"wait_for_status": "yellow", "timeout": "1s"}, timeout=5)
+            response = requests.get(
+                f"{url}/_cluster/health", params={"wait_for_status": "yellow", "timeout": "1s"}, timeout=5
+            )
             return response.status_code == 200 and response.json()["status"] in ("yellow", "green")
 
         poll_until(healthy, f"search node at {url} to report yellow or green health", timeout=timeout, interval=0.5)

@@ -45,7 +45,8 @@ def test_a_failing_test_leaves_no_process_running_and_prints_its_log(tmp_path: P
     output, _ = child.communicate(timeout=120)
 
     assert child.returncode == 1, output
-    assert "log of sleeper" in output and "sleeper started" in output, output
+    assert "log of sleeper" in output, output
+    assert "sleeper started" in output, output
     assert not _alive(int(pid_file.read_text()))
 
 
