@@ -8,6 +8,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$here/scripts/cache-env.sh"
 venv="$(python_venv_dir)"
 
+# One creator at a time: two runs (two clones, or make and a developer) must not
+# build the same environment over each other.
+exec 9>"$venv.lock"
+flock 9
+
 if [[ ! -f "$venv/.complete" ]]; then
   echo "python: creating $venv" >&2
   rm -rf "$venv"
