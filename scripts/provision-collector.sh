@@ -13,6 +13,10 @@ key="$(sha256sum "$manifest" | cut -c1-16)"
 out_dir="$CACHE_DIR/otelcol-$key"
 binary="$out_dir/otelcol-testbed"
 
+# One builder at a time; a run that waited finds the binary made by the other.
+exec 9>"$out_dir.lock"
+flock 9
+
 if [[ -x "$binary" ]]; then
   echo "$binary"
   exit 0
