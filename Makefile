@@ -19,11 +19,13 @@ run:
 ## Every test: provisioning, lint, Rust tests, model service tests, cross-service tests on the bed.
 test: provision lint test-rust test-model-service test-e2e
 
-## Build or download the bed's parts once: collector, search node, Python environment.
+## Build or download the bed's parts once: collector, search node, Python environment,
+## and the Compose file checker for machines without the Compose plugin.
 provision:
 	bash scripts/provision-collector.sh
 	bash scripts/provision-search-node.sh
 	bash scripts/provision-python.sh
+	bash deploy/tools/compose-config/build.sh
 
 lint:
 	cargo fmt --all -- --check

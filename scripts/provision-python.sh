@@ -21,7 +21,10 @@ if [[ ! -f "$venv/.complete" ]]; then
   "$venv/bin/pip" install --quiet -r "$here/tests/requirements.txt" -e "$here/model-service[dev]" >&2
   touch "$venv/.complete"
 fi
-# The editable install points at a clone; CI makes a new clone every run, so
-# re-point it here (fast: no dependencies are resolved).
-"$venv/bin/pip" install --quiet --no-deps -e "$here/model-service" >&2
+# The editable install points at one clone; CI makes a new clone every run, so
+# re-point it when it points elsewhere (no dependencies are resolved).
+if [[ "$(cat "$venv/.source" 2>/dev/null)" != "$here" ]]; then
+  "$venv/bin/pip" install --quiet --no-deps -e "$here/model-service" >&2
+  echo "$here" > "$venv/.source"
+fi
 echo "$venv"
