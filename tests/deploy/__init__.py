@@ -1,0 +1,1 @@
+"""Static checks of the deploy side: compose, Dockerfiles, collector, Kibana objects, Kubernetes."""
