@@ -1,0 +1,219 @@
+//! The one mapping from errors to an HTTP status and the JSON error body
+//! `{"error": {"code", "message", "trace_id"}}`: 4xx say what to fix, 5xx are opaque.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use opentelemetry::trace::TraceContextExt;
+use serde::Serialize;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::domain::DataIdError;
+use crate::model_client::ModelClientError;
+use crate::prediction_service::PredictionError;
+use crate::store::StoreError;
+
+/// Every way a request can fail, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The data id does not validate.
+    #[error("{0}")]
+    InvalidDataId(#[from] DataIdError),
+    /// One id of a batch does not validate.
+    #[error("data_ids[{index}]: {error}")]
+    InvalidBatchDataId {
+        /// Its position in the request.
+        index: usize,
+        /// Why.
+        error: DataIdError,
+    },
+    /// A path parameter could not be decoded (e.g. not UTF-8).
+    #[error("{0}")]
+    InvalidPath(String),
+    /// The body is not JSON.
+    #[error("{0}")]
+    MalformedBody(String),
+    /// The body is JSON but not the expected shape.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// The content type is not `application/json`.
+    #[error("the request body must be JSON, sent with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// The body is over the limit.
+    #[error("the request body is larger than the gateway accepts")]
+    PayloadTooLarge,
+    /// The model service does not know the data id.
+    #[error("no data row has this data_id")]
+    UnknownDataId,
+    /// No stored prediction for the live model version.
+    #[error("no prediction is stored for this data_id under the live model version")]
+    PredictionNotFound,
+    /// No such route.
+    #[error("no such endpoint; see /openapi.json")]
+    RouteNotFound,
+    /// The route exists, not with this method.
+    #[error("this endpoint does not accept this method; see /openapi.json")]
+    MethodNotAllowed,
+    /// Admission control shed the request.
+    #[error("the gateway is at capacity")]
+    Overloaded,
+    /// The request's total deadline passed.
+    #[error("the request did not complete within its deadline")]
+    DeadlineExceeded,
+    /// The model service failed.
+    #[error("model service: {0}")]
+    Model(ModelClientError),
+    /// The store failed where no fallback exists.
+    #[error("store: {0}")]
+    Store(StoreError),
+    /// A bug (a panic caught by the middleware).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+    trace_id: String,
+}
+
+impl ApiError {
+    /// Status, machine-readable code, and `Retry-After` seconds where retrying helps.
+    fn parts(&self) -> (StatusCode, &'static str, Option<u64>) {
+        match self {
+            Self::InvalidDataId(_) => (StatusCode::BAD_REQUEST, "invalid_data_id", None),
+            Self::InvalidBatchDataId { .. } => (StatusCode::BAD_REQUEST, "invalid_data_id", None),
+            Self::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path", None),
+            Self::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed_body", None),
+            Self::InvalidBody(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", None),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                None,
+            ),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            Self::UnknownDataId => (StatusCode::NOT_FOUND, "unknown_data_id", None),
+            Self::PredictionNotFound => (StatusCode::NOT_FOUND, "prediction_not_found", None),
+            Self::RouteNotFound => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some(1)),
+            Self::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", None),
+            Self::Model(ModelClientError::UnknownDataId) => {
+                (StatusCode::NOT_FOUND, "unknown_data_id", None)
+            }
+            Self::Model(ModelClientError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "model_unavailable",
+                Some(5),
+            ),
+            Self::Model(ModelClientError::Timeout) => {
+                (StatusCode::GATEWAY_TIMEOUT, "model_timeout", None)
+            }
+            Self::Model(ModelClientError::CircuitOpen { retry_after_secs }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "model_unavailable",
+                Some(*retry_after_secs),
+            ),
+            Self::Model(ModelClientError::BadAnswer(_)) => {
+                (StatusCode::BAD_GATEWAY, "model_bad_answer", None)
+            }
+            Self::Store(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                Some(5),
+            ),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        }
+    }
+
+    /// The message a client sees: the cause for 4xx, a fixed sentence for 5xx.
+    fn client_message(&self, status: StatusCode) -> String {
+        if !status.is_server_error() {
+            return self.to_string();
+        }
+        match self {
+            Self::Overloaded => "the gateway is at capacity; retry after the indicated delay",
+            Self::DeadlineExceeded => "the request did not complete within its deadline",
+            Self::Model(
+                ModelClientError::Unavailable(_) | ModelClientError::CircuitOpen { .. },
+            ) => "the model service is unavailable; retry later",
+            Self::Model(ModelClientError::Timeout) => "the model service did not answer in time",
+            Self::Model(_) => "the model service gave an answer the gateway cannot use",
+            Self::Store(_) => "the prediction store is unavailable; retry later",
+            _ => "internal error; quote the trace_id when reporting it",
+        }
+        .to_owned()
+    }
+}
+
+impl From<PredictionError> for ApiError {
+    fn from(error: PredictionError) -> Self {
+        match error {
+            PredictionError::Model(ModelClientError::UnknownDataId) => Self::UnknownDataId,
+            PredictionError::Model(error) => Self::Model(error),
+            PredictionError::Store(error) => Self::Store(error),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
+            JsonRejection::JsonSyntaxError(e) => Self::MalformedBody(e.body_text()),
+            JsonRejection::JsonDataError(e) => Self::InvalidBody(e.body_text()),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge
+            }
+            other => Self::MalformedBody(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::InvalidPath(rejection.body_text())
+    }
+}
+
+/// The trace id of the current span, as 32 hex characters (empty without telemetry).
+pub fn current_trace_id() -> String {
+    let cx = tracing::Span::current().context();
+    let span_context = cx.span().span_context().clone();
+    if span_context.is_valid() {
+        span_context.trace_id().to_string()
+    } else {
+        String::new()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, retry_after) = self.parts();
+        if status.is_server_error() {
+            // The one place the cause is logged; the client gets the trace id instead.
+            tracing::error!(error.code = code, error.cause = %self, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.client_message(status),
+                trace_id: current_trace_id(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

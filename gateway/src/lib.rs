@@ -1,0 +1,36 @@
+//! The inference gateway: serves predictions from the prediction store, or
+//! computes them with the model service, stores them and returns them, with
+//! one W3C trace across every hop.
+//!
+//! # Layout
+//!
+//! Data flows one way: `routes` (HTTP only) -> [`prediction_service`] (the
+//! cache-aside logic, no HTTP types) -> [`store`] and [`model_client`].
+//!
+//! - [`configuration`]: typed settings, documented defaults, `GATEWAY__` env overrides.
+//! - [`telemetry`]: tracer, meter and logger providers, propagators; the flush guard.
+//! - [`startup`]: [`startup::Application`] binds, builds the router, serves until shut down.
+//! - [`middleware`]: the layer stack (server span, load shedding, timeout, body limit).
+//! - [`routes`]: one file per endpoint group.
+//! - [`domain`]: validated request types ([`domain::DataId`]) and prediction types.
+//! - [`prediction_service`]: lookup, request coalescing, model call, live model version.
+//! - [`write_behind`]: the bounded queue of writes the store could not take, retried.
+//! - [`store`]: the [`store::PredictionStore`] trait, Elasticsearch and in-memory implementations.
+//! - [`model_client`]: the HTTP client of the model service.
+//! - [`circuit_breaker`]: fails model calls fast while the model service is down.
+//! - [`error`]: the one mapping from errors to HTTP status and JSON error body.
+//! - [`metrics`]: the instruments, named by the semantic conventions.
+
+pub mod circuit_breaker;
+pub mod configuration;
+pub mod domain;
+pub mod error;
+pub mod metrics;
+pub mod middleware;
+pub mod model_client;
+pub mod prediction_service;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod write_behind;

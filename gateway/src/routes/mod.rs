@@ -1,0 +1,69 @@
+//! The HTTP routes, one file per endpoint group, and the router that joins them.
+
+mod health;
+mod openapi;
+mod predict;
+mod predict_batch;
+mod predictions;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::configuration::ServerSettings;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::middleware;
+use crate::prediction_service::PredictionService;
+
+pub use openapi::OPENAPI_DOCUMENT;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The cache-aside prediction logic.
+    pub predictions: Arc<PredictionService>,
+    /// Most ids in one batch request.
+    pub max_batch_size: usize,
+}
+
+/// Every (method, path) the router serves; the OpenAPI test checks the document
+/// against this table and the table against the router.
+pub const ROUTES: [(&str, &str); 6] = [
+    ("post", "/v1/predict"),
+    ("post", "/v1/predict/batch"),
+    ("get", "/v1/predictions/{data_id}"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/openapi.json"),
+];
+
+/// The full router: the API behind the layer stack, operational routes outside it
+/// (probes are neither traced nor shed, so they answer under load).
+pub fn router(state: AppState, settings: &ServerSettings, metrics: Metrics) -> Router {
+    let api = Router::new()
+        .route("/v1/predict", post(predict::predict))
+        .route("/v1/predict/batch", post(predict_batch::predict_batch))
+        .route(
+            "/v1/predictions/{data_id}",
+            get(predictions::get_prediction),
+        )
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    let api = middleware::apply(api, settings, metrics);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::openapi))
+        .merge(api)
+        .with_state(state)
+}
+
+async fn route_not_found() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

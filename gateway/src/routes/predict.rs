@@ -1,0 +1,64 @@
+//! `POST /v1/predict`: the cached prediction of one data id, or a computed one.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use crate::domain::{CacheResult, DataId, ModelInfo, Prediction};
+use crate::error::{ApiError, current_trace_id};
+use crate::prediction_service::Outcome;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+pub struct PredictRequest {
+    /// The row to predict.
+    data_id: String,
+}
+
+/// A prediction as clients receive it.
+#[derive(Debug, Serialize)]
+pub struct PredictionResponse {
+    /// The row.
+    pub data_id: String,
+    /// The prediction, as the model gave it.
+    pub prediction: Prediction,
+    /// The model version that computed it.
+    pub model: ModelInfo,
+    /// `hit`, `miss` or `bypass`.
+    pub cache: CacheResult,
+    /// When the model computed it.
+    pub created_at: DateTime<Utc>,
+    /// The trace of this request.
+    pub trace_id: String,
+}
+
+impl From<Outcome> for PredictionResponse {
+    fn from(outcome: Outcome) -> Self {
+        let stored = outcome.prediction;
+        Self {
+            data_id: stored.data_id.as_str().to_owned(),
+            prediction: stored.prediction,
+            model: stored.model,
+            cache: outcome.cache,
+            created_at: stored.created_at,
+            trace_id: current_trace_id(),
+        }
+    }
+}
+
+/// Serves the prediction of one data id.
+pub async fn predict(
+    State(state): State<AppState>,
+    body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
+) -> Result<Json<PredictionResponse>, ApiError> {
+    // An object first: serde would otherwise read `["id"]` as a `PredictRequest`.
+    let Json(object) = body?;
+    let request: PredictRequest = serde_json::from_value(object.into())
+        .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))?;
+    let data_id = DataId::parse(&request.data_id)?;
+    let outcome = state.predictions.predict(data_id).await?;
+    Ok(Json(outcome.into()))
+}

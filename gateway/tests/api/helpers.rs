@@ -1,0 +1,394 @@
+//! The typed harness of the API tests: `spawn_app` starts the real gateway on port 0
+//! with a recording store, in front of a model service of the test's choosing.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use gateway::configuration::Settings;
+use gateway::domain::{PredictionKey, StoredPrediction};
+use gateway::metrics::Metrics;
+use gateway::startup::Application;
+use gateway::store::{MemoryStore, PredictionStore, StoreError, StoreFuture};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A running gateway and what the test can observe around it.
+#[derive(Clone)]
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The bound address (for raw-socket requests).
+    pub address: SocketAddr,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// Every store operation, in order.
+    pub store: Arc<RecordingStore>,
+}
+
+/// Where the gateway's model service is, for one test.
+pub enum ModelBackend {
+    /// A closed port: the real behaviour of a model service that is down.
+    Down,
+    /// A [`MockModelService`] at this base URL.
+    Mock(String),
+}
+
+/// Knobs a test may turn before the gateway starts.
+pub struct TestOptions {
+    /// The model service.
+    pub model: ModelBackend,
+    /// Adjusts the settings (timeouts, limits).
+    pub settings: Box<dyn FnOnce(&mut Settings) + Send>,
+    /// A store that fails every call, to see the bypass path.
+    pub failing_store: bool,
+}
+
+impl TestOptions {
+    /// The gateway in front of `model`, default settings.
+    pub fn with_model(model: ModelBackend) -> Self {
+        Self {
+            model,
+            settings: Box::new(|_| {}),
+            failing_store: false,
+        }
+    }
+
+    /// Also adjusts the settings.
+    pub fn settings(mut self, adjust: impl FnOnce(&mut Settings) + Send + 'static) -> Self {
+        self.settings = Box::new(adjust);
+        self
+    }
+}
+
+/// Starts the gateway on port 0 and returns once it accepts connections.
+pub async fn spawn_app(options: TestOptions) -> TestApp {
+    gateway::telemetry::init_for_tests();
+    let mut settings = Settings::default();
+    settings.server.port = 0;
+    settings.model.url = match options.model {
+        ModelBackend::Down => closed_port_url().await,
+        ModelBackend::Mock(url) => url,
+    };
+    settings.model.timeout_ms = 2_000;
+    settings.model.connect_timeout_ms = 500;
+    (options.settings)(&mut settings);
+    let store = Arc::new(RecordingStore::new(options.failing_store));
+    let application = Application::build_with_store(settings, store.clone(), Metrics::new())
+        .await
+        .expect("the gateway builds");
+    let address = application.address();
+    tokio::spawn(application.run_until_stopped(std::future::pending()));
+    TestApp {
+        base: format!("http://{address}"),
+        address,
+        client: reqwest::Client::new(),
+        store,
+    }
+}
+
+/// A URL on which nothing listens (bound, then released).
+async fn closed_port_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{address}")
+}
+
+impl TestApp {
+    /// `POST /v1/predict` with a JSON body.
+    pub async fn predict(&self, data_id: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/predict", self.base))
+            .json(&json!({ "data_id": data_id }))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST /v1/predict` with a raw body and content type.
+    pub async fn post_raw(&self, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/predict", self.base))
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// A GET with the path written to the socket byte for byte (HTTP clients normalise
+    /// `..` and re-encode; an attacker's client does not). Returns status and body.
+    pub async fn raw_get(&self, path: &[u8]) -> (u16, Value) {
+        let mut stream = tokio::net::TcpStream::connect(self.address).await.unwrap();
+        let mut request = b"GET ".to_vec();
+        request.extend_from_slice(path);
+        request.extend_from_slice(b" HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n");
+        stream.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        // The body may be chunked; the JSON object sits between the first '{' and last '}'.
+        let json = match (body.find('{'), body.rfind('}')) {
+            (Some(start), Some(end)) => {
+                serde_json::from_str(&body[start..=end]).unwrap_or(Value::Null)
+            }
+            _ => Value::Null,
+        };
+        (status, json)
+    }
+}
+
+/// Asserts the JSON error shape and returns its `code`.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.expect("a JSON error body");
+    assert_error_shape(&body);
+    body["error"]["code"].as_str().unwrap().to_owned()
+}
+
+/// `{"error": {"code", "message", "trace_id"}}` with a 32-hex trace id.
+pub fn assert_error_shape(body: &Value) {
+    let error = &body["error"];
+    assert!(error["code"].is_string(), "no error.code in {body}");
+    assert!(error["message"].is_string(), "no error.message in {body}");
+    let trace_id = error["trace_id"].as_str().expect("error.trace_id");
+    assert_eq!(trace_id.len(), 32, "trace id {trace_id:?}");
+}
+
+/// One store operation as the gateway asked for it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreCall {
+    /// A lookup.
+    Get(PredictionKey),
+    /// A write.
+    Put(PredictionKey),
+}
+
+/// The in-memory store, recording every operation (or failing them all).
+pub struct RecordingStore {
+    inner: MemoryStore,
+    calls: Mutex<Vec<StoreCall>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl RecordingStore {
+    fn new(failing: bool) -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            calls: Mutex::default(),
+            failing: std::sync::atomic::AtomicBool::new(failing),
+        }
+    }
+
+    /// Makes every call fail (the store is down) or succeed again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<StoreCall> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The stored prediction of `key`.
+    pub async fn stored(&self, key: &PredictionKey) -> Option<StoredPrediction> {
+        self.inner.get(key).await.unwrap()
+    }
+
+    fn record(&self, call: StoreCall) -> Result<(), StoreError> {
+        self.calls.lock().unwrap().push(call);
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Unreachable(
+                "recording store set to fail".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl PredictionStore for RecordingStore {
+    fn get<'a>(&'a self, key: &'a PredictionKey) -> StoreFuture<'a, Option<StoredPrediction>> {
+        Box::pin(async move {
+            self.record(StoreCall::Get(key.clone()))?;
+            self.inner.get(key).await
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        prediction: &'a StoredPrediction,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.record(StoreCall::Put(key.clone()))?;
+            self.inner.put(key, prediction).await
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if self.failing.load(Ordering::SeqCst) {
+                Err(StoreError::Unreachable(
+                    "recording store set to fail".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "recording"
+    }
+}
+
+/// How the mock answers `POST /predict`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MockAnswer {
+    /// A well-formed prediction; ids starting with `unknown` get the contract's 404.
+    Predicts,
+    /// 200 with a body that is not a prediction. The real model service cannot be made
+    /// to do this; it is the only way to see the gateway's 502 for an undecodable answer.
+    Malformed,
+    /// Never answers. The real service's latency fault is exercised end to end; here a
+    /// hang keeps the in-process timeout and admission tests fast and deterministic.
+    Hangs,
+}
+
+/// MOCK of the model service, for in-process tests only (the end-to-end suite runs the
+/// real one). It serves the contract's `GET /model`, `GET /health` and `POST /predict`
+/// with the answer mode the test picked, and counts predict calls.
+#[derive(Clone)]
+pub struct MockModelService {
+    /// Base URL.
+    pub url: String,
+    state: Arc<MockState>,
+}
+
+struct MockState {
+    answer: Mutex<MockAnswer>,
+    version: Mutex<String>,
+    predict_calls: AtomicUsize,
+    batch_calls: AtomicUsize,
+    /// Delay before each prediction, so concurrent requests overlap.
+    delay: Duration,
+}
+
+impl MockModelService {
+    /// Starts the mock on port 0.
+    pub async fn start(answer: MockAnswer) -> Self {
+        Self::start_with_delay(answer, Duration::ZERO).await
+    }
+
+    /// Starts the mock on port 0, answering predictions after `delay`.
+    pub async fn start_with_delay(answer: MockAnswer, delay: Duration) -> Self {
+        let state = Arc::new(MockState {
+            answer: Mutex::new(answer),
+            version: Mutex::new("1".into()),
+            predict_calls: AtomicUsize::new(0),
+            batch_calls: AtomicUsize::new(0),
+            delay,
+        });
+        let router = Router::new()
+            .route("/model", get(mock_model))
+            .route("/health", get(mock_model))
+            .route("/predict", post(mock_predict))
+            .route("/predict/batch", post(mock_predict_batch))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { url, state }
+    }
+
+    /// `POST /predict/batch` calls received.
+    pub fn batch_calls(&self) -> usize {
+        self.state.batch_calls.load(Ordering::SeqCst)
+    }
+
+    /// `POST /predict` calls received.
+    pub fn predict_calls(&self) -> usize {
+        self.state.predict_calls.load(Ordering::SeqCst)
+    }
+
+    /// Changes how `POST /predict` answers from now on.
+    pub fn set_answer(&self, answer: MockAnswer) {
+        *self.state.answer.lock().unwrap() = answer;
+    }
+
+    /// Switches the served model version.
+    pub fn set_version(&self, version: &str) {
+        *self.state.version.lock().unwrap() = version.to_owned();
+    }
+
+    /// The gateway's view of this mock.
+    pub fn backend(&self) -> ModelBackend {
+        ModelBackend::Mock(self.url.clone())
+    }
+}
+
+fn model_info(state: &MockState) -> Value {
+    let version = state.version.lock().unwrap().clone();
+    json!({"name": "iris-classifier", "version": version, "run_id": format!("run-{version}")})
+}
+
+async fn mock_model(State(state): State<Arc<MockState>>) -> Json<Value> {
+    Json(model_info(&state))
+}
+
+async fn mock_predict(State(state): State<Arc<MockState>>, Json(body): Json<Value>) -> Response {
+    state.predict_calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(state.delay).await;
+    let data_id = body["data_id"].as_str().unwrap_or_default().to_owned();
+    let answer = *state.answer.lock().unwrap();
+    match answer {
+        MockAnswer::Hangs => std::future::pending().await,
+        MockAnswer::Malformed => (StatusCode::OK, "{\"unexpected\": true}").into_response(),
+        MockAnswer::Predicts if data_id.starts_with("unknown") => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "unknown_data_id", "message": "no such row"}})),
+        )
+            .into_response(),
+        MockAnswer::Predicts => Json(json!({
+            "data_id": data_id,
+            "prediction": {"label": "setosa", "probabilities": {"setosa": 0.9, "versicolor": 0.1}},
+            "model": model_info(&state),
+        }))
+        .into_response(),
+    }
+}
+
+async fn mock_predict_batch(
+    State(state): State<Arc<MockState>>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    state.batch_calls.fetch_add(1, Ordering::SeqCst);
+    let ids: Vec<String> = body["data_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    let (unknown, known): (Vec<String>, Vec<String>) =
+        ids.into_iter().partition(|id| id.starts_with("unknown"));
+    let predictions: Vec<Value> = known
+        .iter()
+        .map(|id| json!({"data_id": id, "prediction": {"label": "setosa", "probabilities": {"setosa": 1.0}}}))
+        .collect();
+    Json(json!({"model": model_info(&state), "predictions": predictions, "not_found": unknown}))
+}

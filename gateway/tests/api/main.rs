@@ -1,0 +1,9 @@
+//! API tests: the real router on port 0, in process, through `helpers::spawn_app`.
+
+mod health;
+mod helpers;
+mod hostile_ids;
+mod openapi;
+mod predict;
+mod predict_batch;
+mod predictions;

@@ -1,0 +1,450 @@
+//! `POST /v1/predict`: the cache-aside flow and every status code of the spec.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{
+    MockAnswer, MockModelService, ModelBackend, TestOptions, error_code, spawn_app,
+};
+
+#[tokio::test]
+async fn a_first_request_is_a_miss_and_a_second_a_hit_with_one_model_call() {
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+
+    let first: Value = app.predict("row-1").await.json().await.unwrap();
+    let second: Value = app.predict("row-1").await.json().await.unwrap();
+
+    assert_eq!(first["cache"], "miss");
+    assert_eq!(second["cache"], "hit");
+    assert_eq!(model.predict_calls(), 1);
+    assert_eq!(second["prediction"], first["prediction"]);
+    assert_eq!(second["created_at"], first["created_at"]);
+    assert_eq!(first["model"]["version"], "1");
+    assert_eq!(first["data_id"], "row-1");
+    assert_ne!(first["trace_id"], second["trace_id"]);
+}
+
+#[tokio::test]
+async fn the_stored_prediction_records_the_trace_that_computed_it() {
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+
+    let response: Value = app.predict("row-2").await.json().await.unwrap();
+
+    let key = gateway::domain::PredictionKey {
+        model_name: "iris-classifier".into(),
+        model_version: "1".into(),
+        data_id: gateway::domain::DataId::parse("row-2").unwrap(),
+    };
+    let stored = app.store.stored(&key).await.expect("stored");
+    assert_eq!(stored.trace_id, response["trace_id"].as_str().unwrap());
+    assert_eq!(stored.span_id.len(), 16);
+}
+
+#[tokio::test]
+async fn the_response_continues_the_callers_trace_and_says_so_in_a_header() {
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    let response = app
+        .client
+        .post(format!("{}/v1/predict", app.base))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"data_id": "row-3"}))
+        .send()
+        .await
+        .unwrap();
+
+    let header = response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["trace_id"], trace_id);
+    assert!(header.starts_with(&format!("00-{trace_id}-")), "{header}");
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_one_new_id_cost_one_model_call() {
+    // The delay keeps the first model call open while the others arrive.
+    let model =
+        MockModelService::start_with_delay(MockAnswer::Predicts, Duration::from_millis(200)).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+
+    let requests = (0..50).map(|_| {
+        let app = app.clone();
+        async move { app.predict("row-hot").await }
+    });
+    let responses = join_all(requests).await;
+
+    for response in responses {
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(model.predict_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_new_model_version_is_never_answered_from_the_old_versions_predictions() {
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let app = spawn_app(
+        TestOptions::with_model(model.backend()).settings(|s| s.model.version_refresh_ms = 50),
+    )
+    .await;
+    let first: Value = app.predict("row-4").await.json().await.unwrap();
+    assert_eq!(first["cache"], "miss");
+
+    model.set_version("2");
+    // Once the gateway has learned version 2, version 1's prediction is not "stored".
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = app
+            .client
+            .get(format!("{}/v1/predictions/row-4", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "version 2 never learned"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after: Value = app.predict("row-4").await.json().await.unwrap();
+
+    assert_eq!(after["cache"], "miss");
+    assert_eq!(after["model"]["version"], "2");
+    assert_eq!(model.predict_calls(), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_bypassed_and_the_model_answers() {
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let mut options = TestOptions::with_model(model.backend());
+    options.failing_store = true;
+    let app = spawn_app(options).await;
+
+    let response = app.predict("row-5").await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["cache"], "bypass");
+}
+
+#[tokio::test]
+async fn an_unknown_data_id_is_404() {
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+
+    let response = app.predict("unknown-9").await;
+
+    assert_eq!(response.status(), 404);
+    assert_eq!(error_code(response).await, "unknown_data_id");
+}
+
+#[tokio::test]
+async fn a_model_service_that_is_down_gives_503_with_retry_after() {
+    let app = spawn_app(TestOptions::with_model(ModelBackend::Down)).await;
+
+    let response = app.predict("row-6").await;
+
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(error_code(response).await, "model_unavailable");
+}
+
+#[tokio::test]
+async fn an_undecodable_model_answer_gives_an_opaque_502() {
+    let model = MockModelService::start(MockAnswer::Malformed).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+
+    let response = app.predict("row-7").await;
+
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_bad_answer");
+    assert!(
+        !body.to_string().contains("unexpected"),
+        "5xx must not echo upstream text"
+    );
+}
+
+#[tokio::test]
+async fn a_model_that_does_not_answer_in_time_gives_504() {
+    let model = MockModelService::start(MockAnswer::Hangs).await;
+    let app =
+        spawn_app(TestOptions::with_model(model.backend()).settings(|s| s.model.timeout_ms = 200))
+            .await;
+
+    let response = app.predict("row-8").await;
+
+    assert_eq!(response.status(), 504);
+    assert_eq!(error_code(response).await, "model_timeout");
+}
+
+#[tokio::test]
+async fn a_request_past_its_total_deadline_gives_504() {
+    let model = MockModelService::start(MockAnswer::Hangs).await;
+    let app = spawn_app(TestOptions::with_model(model.backend()).settings(|s| {
+        s.model.timeout_ms = 5_000;
+        s.server.request_timeout_ms = 200;
+    }))
+    .await;
+
+    let response = app.predict("row-9").await;
+
+    assert_eq!(response.status(), 504);
+    assert_eq!(error_code(response).await, "deadline_exceeded");
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_cap_are_shed_with_503_and_retry_after() {
+    let model = MockModelService::start(MockAnswer::Hangs).await;
+    let app = spawn_app(TestOptions::with_model(model.backend()).settings(|s| {
+        s.server.max_in_flight = 1;
+        s.model.timeout_ms = 3_000;
+    }))
+    .await;
+    let stuck = {
+        let client = app.client.clone();
+        let url = format!("{}/v1/predict", app.base);
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&serde_json::json!({"data_id": "row-stuck"}))
+                .send()
+                .await
+        })
+    };
+    // Wait until the first request holds the only slot (it reached the model).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while model.predict_calls() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first request never reached the model"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let response = app.predict("row-10").await;
+
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(error_code(response).await, "overloaded");
+    stuck.abort();
+}
+
+#[tokio::test]
+async fn bodies_the_gateway_cannot_use_get_the_fitting_4xx() {
+    let app = spawn_app(TestOptions::with_model(ModelBackend::Down)).await;
+    let limit = gateway::configuration::Settings::default()
+        .server
+        .max_body_bytes;
+    let oversized = format!("{{\"data_id\": \"{}\"}}", "a".repeat(limit));
+    // (description, content type, body, status, error code)
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            Some("application/json"),
+            b"{\"data_id\":".to_vec(),
+            400,
+            "malformed_body",
+        ),
+        (
+            "not JSON at all",
+            Some("application/json"),
+            b"data_id=1".to_vec(),
+            400,
+            "malformed_body",
+        ),
+        (
+            "non-UTF-8 bytes",
+            Some("application/json"),
+            b"{\"data_id\": \"\xff\xfe\"}".to_vec(),
+            400,
+            "malformed_body",
+        ),
+        (
+            "wrong content type",
+            Some("text/plain"),
+            b"{\"data_id\": \"1\"}".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "no content type",
+            None,
+            b"{\"data_id\": \"1\"}".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "oversized body",
+            Some("application/json"),
+            oversized.into_bytes(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "missing data_id",
+            Some("application/json"),
+            b"{}".to_vec(),
+            422,
+            "invalid_body",
+        ),
+        (
+            "data_id of the wrong type",
+            Some("application/json"),
+            b"{\"data_id\": 5}".to_vec(),
+            422,
+            "invalid_body",
+        ),
+        (
+            "a list instead of an object",
+            Some("application/json"),
+            b"[\"1\"]".to_vec(),
+            422,
+            "invalid_body",
+        ),
+        (
+            "an empty data_id",
+            Some("application/json"),
+            b"{\"data_id\": \"\"}".to_vec(),
+            400,
+            "invalid_data_id",
+        ),
+    ];
+    for (description, content_type, body, status, code) in cases {
+        let response = app.post_raw(content_type, body).await;
+        assert_eq!(response.status(), status, "{description}");
+        assert_eq!(error_code(response).await, code, "{description}");
+    }
+    assert!(
+        app.store.calls().is_empty(),
+        "no rejected body reaches the store"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let app = spawn_app(TestOptions::with_model(ModelBackend::Down)).await;
+
+    let not_found = app
+        .client
+        .get(format!("{}/v2/nothing", app.base))
+        .send()
+        .await
+        .unwrap();
+    let wrong_method = app
+        .client
+        .get(format!("{}/v1/predict", app.base))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(not_found.status(), 404);
+    assert_eq!(error_code(not_found).await, "not_found");
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(error_code(wrong_method).await, "method_not_allowed");
+}
+
+/// Awaits all futures concurrently (a small stand-in for `futures::future::join_all`).
+async fn join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("request task"));
+    }
+    outputs
+}
+
+#[tokio::test]
+async fn a_model_that_keeps_failing_opens_the_circuit_hits_still_serve_and_it_closes_again() {
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let app = spawn_app(TestOptions::with_model(model.backend()).settings(|s| {
+        s.model.timeout_ms = 1_000;
+        s.model.breaker_threshold = 2;
+        s.model.breaker_cool_down_ms = 300;
+    }))
+    .await;
+    assert_eq!(app.predict("row-cached").await.status(), 200);
+    model.set_answer(MockAnswer::Hangs);
+    for id in ["row-a", "row-b"] {
+        assert_eq!(app.predict(id).await.status(), 504, "{id}");
+    }
+    let calls_when_opened = model.predict_calls();
+
+    let started = std::time::Instant::now();
+    let refused = app.predict("row-c").await;
+    let refused_in = started.elapsed();
+    let hit = app.predict("row-cached").await;
+
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(
+        refused_in < Duration::from_millis(150),
+        "failed fast: {refused_in:?}"
+    );
+    assert_eq!(error_code(refused).await, "model_unavailable");
+    assert_eq!(
+        model.predict_calls(),
+        calls_when_opened,
+        "no call while open"
+    );
+    assert_eq!(hit.status(), 200, "hits are served while the model is down");
+
+    model.set_answer(MockAnswer::Predicts);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.predict("row-d").await.status() != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the circuit never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_the_store_refused_is_retried_until_the_store_takes_it() {
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    app.store.set_failing(true);
+
+    let response: Value = app.predict("row-later").await.json().await.unwrap();
+    app.store.set_failing(false);
+
+    assert_eq!(response["cache"], "bypass");
+    let key = gateway::domain::PredictionKey {
+        model_name: "iris-classifier".into(),
+        model_version: "1".into(),
+        data_id: gateway::domain::DataId::parse("row-later").unwrap(),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.store.stored(&key).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queued write never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored = app.store.stored(&key).await.unwrap();
+    assert_eq!(stored.trace_id, response["trace_id"].as_str().unwrap());
+}
