@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, request/response mapping and the error -> HTTP mapping."""

@@ -1,0 +1,1 @@
+"""Settings and telemetry, used by the entry points (`__main__`, `train`) and tests."""

@@ -1,0 +1,145 @@
+"""The real model service on the test bed: a model trained once per session and copied into
+each work folder, served by `opentelemetry-instrument python -m model_service` on a free port."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import requests
+
+from harness.collector import Collector, otel_env
+from harness.polling import poll_until
+from harness.ports import free_port
+from harness.process import ManagedProcess
+
+# Generating the 120,000-row feature store and training take ~5 s on the bed's two cores.
+_TRAINING_TIMEOUT_SECONDS = 300
+# Telemetry settings the deployment uses too (model-service/README.md, "Telemetry"): current HTTP
+# semantic conventions, and no spans for the health checks that the harness polls.
+_SERVICE_OTEL_ENV = {
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+    "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "health",
+}
+_NO_TELEMETRY_ENV = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+
+
+class RunningModelService:
+    """A started model service; `url` is its base URL, `model_dir`/`data_dir` what it serves from."""
+
+    def __init__(self, process: ManagedProcess, url: str, model_dir: Path, data_dir: Path) -> None:
+        self.process = process
+        self.url = url
+        self.model_dir = model_dir
+        self.data_dir = data_dir
+
+    def predict(self, data_id: str, headers: dict[str, str] | None = None) -> requests.Response:
+        """`POST /predict`."""
+        return requests.post(f"{self.url}/predict", json={"data_id": data_id}, headers=headers, timeout=30)
+
+    def model(self) -> dict:
+        """`GET /model`: the served version and its metrics."""
+        return requests.get(f"{self.url}/model", timeout=10).json()
+
+    def set_faults(self, latency_ms: int = 0, error_rate: float = 0.0) -> dict:
+        """`PUT /admin/faults`; the defaults turn injection off."""
+        response = requests.put(
+            f"{self.url}/admin/faults", json={"latency_ms": latency_ms, "error_rate": error_rate}, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self) -> dict:
+        """`GET /admin/stats`: requests and predicted ids counted by the service."""
+        return requests.get(f"{self.url}/admin/stats", timeout=10).json()
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+
+def train_model(venv_bin: Path, work_dir: Path) -> Path:
+    """A trained model folder in `work_dir/model-service` (kept if there is one); the model folder.
+
+    The session trains once (`python -m model_service.train`, telemetry off) and gives
+    every work folder its own copy, so a test that trains or switches versions in its
+    folder leaves the others alone.
+    """
+    model_dir, _ = _service_dirs(work_dir)
+    if not _has_version(model_dir):
+        shutil.copytree(_trained_template(venv_bin) / "model-service", work_dir / "model-service", dirs_exist_ok=True)
+    return model_dir
+
+
+def start_model_service(
+    venv_bin: Path,
+    work_dir: Path,
+    collector: Collector | None = None,
+    extra_env: dict[str, str] | None = None,
+    name: str = "model-service",
+    timeout: float = 60.0,
+) -> RunningModelService:
+    """Start the service on a trained model (`train_model`) and return once `GET /health` answers 200.
+
+    `venv_bin` is the provisioned venv's bin folder (`Path(sys.executable).parent` under
+    its pytest). Without `collector` the service exports no telemetry. `extra_env`
+    overrides anything, e.g. `MODEL_SERVICE__FAULT_ERROR_RATE` or `OTEL_SERVICE_NAME`.
+    """
+    model_dir = train_model(venv_bin, work_dir)
+    _, data_dir = _service_dirs(work_dir)
+    port = free_port()
+    env = {
+        "MODEL_SERVICE__HOST": "127.0.0.1",
+        "MODEL_SERVICE__PORT": str(port),
+        "MODEL_SERVICE__MODEL_DIR": str(model_dir),
+        "MODEL_SERVICE__DATA_DIR": str(data_dir),
+        **_SERVICE_OTEL_ENV,
+        **(otel_env(collector, "model-service") if collector is not None else _NO_TELEMETRY_ENV),
+        **(extra_env or {}),
+    }
+    process = ManagedProcess(
+        name,
+        [venv_bin / "opentelemetry-instrument", venv_bin / "python", "-m", "model_service"],
+        env=env,
+        log_dir=work_dir / "logs",
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if not process.is_running():
+            raise RuntimeError(f"{name} exited:\n{process.log_text()[-4000:]}")
+        return requests.get(f"{url}/health", timeout=2).status_code == 200
+
+    poll_until(healthy, f"{name} at {url} to answer /health with 200", timeout=timeout)
+    return RunningModelService(process, url, model_dir, data_dir)
+
+
+@functools.cache
+def _trained_template(venv_bin: Path) -> Path:
+    template = Path(tempfile.mkdtemp(prefix="model-service-template-"))
+    atexit.register(shutil.rmtree, template, ignore_errors=True)
+    model_dir, data_dir = _service_dirs(template)
+    training = ManagedProcess(
+        "model-training",
+        [venv_bin / "python", "-m", "model_service.train"],
+        env={"MODEL_SERVICE__MODEL_DIR": str(model_dir), "MODEL_SERVICE__DATA_DIR": str(data_dir), **_NO_TELEMETRY_ENV},
+        log_dir=template / "logs",
+    ).start()
+    try:
+        exit_code = training.wait(timeout=_TRAINING_TIMEOUT_SECONDS)
+    finally:
+        training.stop()
+    if exit_code != 0:
+        raise RuntimeError(f"training failed ({exit_code}):\n{training.log_text()[-4000:]}")
+    return template
+
+
+def _has_version(model_dir: Path) -> bool:
+    return any((version / "metadata.json").exists() for version in model_dir.glob("v*"))
+
+
+def _service_dirs(work_dir: Path) -> tuple[Path, Path]:
+    root = work_dir / "model-service"
+    return root / "models", root / "data"
