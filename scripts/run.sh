@@ -51,7 +51,11 @@ trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
 trap stop_all EXIT
 
+# Read by the instrumentation before the service's code runs (model-service/README.md):
+# current HTTP semantic conventions, and no spans for health probes.
 OTEL_SERVICE_NAME="${MODEL_OTEL_SERVICE_NAME:-model-service}" \
+OTEL_SEMCONV_STABILITY_OPT_IN="${OTEL_SEMCONV_STABILITY_OPT_IN:-http}" \
+OTEL_PYTHON_FASTAPI_EXCLUDED_URLS="${OTEL_PYTHON_FASTAPI_EXCLUDED_URLS:-health}" \
 MODEL_SERVICE__PORT="$model_port" \
   "$venv/bin/opentelemetry-instrument" "$venv/bin/python" -m model_service &
 pids+=("$!")
