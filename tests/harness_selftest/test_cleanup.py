@@ -35,14 +35,31 @@ def _child_pytest(case: str, pid_file: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # The child stands for a run in a terminal, where Ctrl-C works. A suite started
+        # in the background by a non-interactive shell inherits SIGINT ignored, and
+        # Python then installs no KeyboardInterrupt handler: give the child the default.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _output_within(child: subprocess.Popen[str], timeout: float) -> str:
+    """The child's output once it exits; a child still running then is killed and shown."""
+    try:
+        return child.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        child.kill()
+        pytest.fail(f"the child pytest did not exit within {timeout:.0f}s; its output:\n{child.communicate()[0]}")
 
 
 def test_a_failing_test_leaves_no_process_running_and_prints_its_log(tmp_path: Path) -> None:
     pid_file = tmp_path / "sleeper.pid"
 
     child = _child_pytest("test_fails_while_a_process_runs", pid_file)
-    output, _ = child.communicate(timeout=120)
+    output = _output_within(child, timeout=120)
 
     assert child.returncode == 1, output
     assert "log of sleeper" in output, output
@@ -57,7 +74,7 @@ def test_an_interrupted_run_leaves_no_process_running(tmp_path: Path, sig: signa
     sleeper_pid = int(poll_until(lambda: pid_file.exists() and pid_file.read_text(), "the sleeper's pid"))
 
     child.send_signal(sig)
-    output, _ = child.communicate(timeout=60)
+    output = _output_within(child, timeout=60)
 
     assert child.returncode != 0, output
     assert not _alive(sleeper_pid), output
