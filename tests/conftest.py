@@ -4,6 +4,7 @@ failure, and the guarantee that every process the suite started is stopped."""
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from harness.collector import Collector
 from harness.process import running_processes, started_processes, stop_all
-from harness.provisioning import provisioned
+from harness.provisioning import cache_dir, provisioned
 from harness.search_node import SearchNode
 
 _LOG_TAIL_LINES = 150
@@ -24,6 +25,9 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The Rust builds the suite runs (gateway binary, bed smoke test) share the cached
+    # target directory with `make`, also when pytest is started by hand.
+    os.environ.setdefault("CARGO_TARGET_DIR", str(cache_dir() / "cargo-target"))
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     # Last line of defence if pytest itself dies between fixture teardowns.
     atexit.register(stop_all)

@@ -9,6 +9,15 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def cache_dir() -> Path:
+    """The cache outside the clone, as scripts/cache-env.sh defines it."""
+    script = REPO_ROOT / "scripts" / "cache-env.sh"
+    output = subprocess.run(
+        ["bash", "-c", f'source "{script}" && echo "$CACHE_DIR"'], check=True, capture_output=True, text=True
+    ).stdout
+    return Path(output.strip())
+
+
 def provisioned(script: str) -> Path:
     """Run `scripts/<script>` (idempotent, cached) and return the path it prints last."""
     output = subprocess.run(
