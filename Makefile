@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(CACHE_DIR)/cargo-target
 # The venv's path, computed by the script that creates it (only when a recipe needs it).
 VENV = $$(bash scripts/provision-python.sh | tail -n 1)
 
-.PHONY: run test provision lint test-rust test-model-service test-e2e
+.PHONY: run test provision lint test-rust test-model-service test-e2e verify
 
 ## Start the model service and the gateway (embedded store) and print where to send a request.
 run:
@@ -30,7 +30,7 @@ provision:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	venv=$(VENV); "$$venv/bin/ruff" check model-service tests; "$$venv/bin/ruff" format --check model-service tests
+	venv=$(VENV); "$$venv/bin/ruff" check model-service tests deploy; "$$venv/bin/ruff" format --check model-service tests deploy
 
 test-rust:
 	cargo test --workspace --locked
@@ -40,3 +40,15 @@ test-model-service:
 
 test-e2e:
 	venv=$(VENV); cd tests && "$$venv/bin/pytest"
+
+## The validation runbook against the running compose stack: traffic, a controlled failure,
+## then the checks in Elasticsearch and p95 per stage (deploy/README.md, "Validation runbook").
+## The `elastic` password: ELASTIC_PASSWORD, else the one the stack keeps in its secrets volume.
+## Extra flags: VERIFY_ARGS (e.g. VERIFY_ARGS=--help).
+verify:
+	venv=$(VENV); \
+	if [ -z "$${ELASTIC_PASSWORD:-}$${ELASTIC_PASSWORD_FILE:-}$${ELASTICSEARCH_API_KEY:-}" ] && command -v docker >/dev/null; then \
+		ELASTIC_PASSWORD="$$(docker compose run --rm --no-deps -T secrets python /deploy/elasticsearch/setup.py show elastic/elastic.password 2>/dev/null || true)"; \
+		export ELASTIC_PASSWORD; \
+	fi; \
+	"$$venv/bin/python" deploy/verify/runbook.py $(VERIFY_ARGS)
