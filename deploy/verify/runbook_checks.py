@@ -46,6 +46,8 @@ MODEL_SPAN_ATTRIBUTES = ("ml.data_id", "ml.model.name", "ml.model.version", "ml.
 TRAINING_STAGES = ("load_data", "train_model", "evaluate")
 TRAINING_LOG_ATTRIBUTES = ("ml.training_accuracy", "ml.validation_accuracy", "ml.drift_detected")
 GATEWAY_ROUTE = "POST /v1/predict"
+# The server request-duration histogram both services record (semantic conventions).
+REQUEST_DURATION = "http.server.request.duration"
 # The EDOT collector's elasticapm connector writes aggregated APM metrics that carry the
 # services' names too; they must not pass for the services' own metrics.
 _CONNECTOR_SCOPE = "*elasticapm*"
@@ -227,17 +229,24 @@ def logs_of_both_services(client: SearchClient, indices: Indices, run: RunRecord
 
 
 def metrics_of_both_services(client: SearchClient, indices: Indices, run: RunRecord) -> CheckResult:
-    """Metric documents of both services written since the run started (the SDKs' own, not the APM connector's)."""
+    """Metric documents of both services written since the run started (the SDKs' own, not the APM
+    connector's), each service's request-duration histogram among them: the exporter drops
+    cumulative histograms, so a service exporting them would still send other metrics."""
     query = _all(_since(run.started_at_ms), must_not=[{"wildcard": {"scope.name": _CONNECTOR_SCOPE}}])
     per_service = client.terms(indices.metrics, query, _SERVICE)
-    missing = [service for service in SERVICES if not per_service.get(service)]
+    with_histogram = client.terms(indices.metrics, _all(query, _exists(f"metrics.{REQUEST_DURATION}")), _SERVICE)
+    missing = [service for service in SERVICES if not per_service.get(service) or not with_histogram.get(service)]
     names: dict[str, set[str]] = {}
     for service in SERVICES:
         for source in client.sources(indices.metrics, _all(query, _term(_SERVICE, service)), size=50):
             names.setdefault(service, set()).update((source.get("metrics") or {}).keys())
     shown = {service: sorted(found)[:6] for service, found in names.items()}
-    detail = f"metric documents since the run started per service {dict(sorted(per_service.items()))}; e.g. {shown}"
-    return CheckResult("metrics of both services", not missing, detail + (f"; none from {missing}" if missing else ""))
+    detail = (
+        f"metric documents since the run started per service {dict(sorted(per_service.items()))}, "
+        f"with {REQUEST_DURATION} {dict(sorted(with_histogram.items()))}; e.g. {shown}"
+    )
+    missing_detail = f"; missing from {missing}" if missing else ""
+    return CheckResult("metrics of both services", not missing, detail + missing_detail)
 
 
 def custom_attributes(client: SearchClient, indices: Indices, run: RunRecord) -> CheckResult:

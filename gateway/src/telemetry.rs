@@ -5,6 +5,11 @@
 //! Honoured here because the SDK does not read them: `OTEL_SDK_DISABLED` and
 //! `OTEL_{TRACES,METRICS,LOGS}_EXPORTER` (`otlp` or `none`). With telemetry disabled,
 //! spans are still created (so responses carry trace ids) but nothing is exported.
+//!
+//! One default differs from the SDK's: metrics are exported with delta temporality unless
+//! `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` says otherwise, as Elastic's EDOT
+//! SDKs (and so the model service) do, because the collector's elasticsearch exporter
+//! drops cumulative histograms.
 
 use std::time::Duration;
 
@@ -13,9 +18,10 @@ use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::{Span as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue, global};
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
+use opentelemetry_otlp::OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanProcessor};
 use opentelemetry_sdk::{Resource, trace};
@@ -143,13 +149,14 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
     global::set_tracer_provider(tracer.clone());
 
     let meter = if exports.metrics {
-        let exporter = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .build()
-            .map_err(|source| TelemetryError::Exporter {
-                signal: "metrics",
-                source,
-            })?;
+        let mut builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+        if std::env::var_os(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE).is_none() {
+            builder = builder.with_temporality(Temporality::Delta);
+        }
+        let exporter = builder.build().map_err(|source| TelemetryError::Exporter {
+            signal: "metrics",
+            source,
+        })?;
         let provider = SdkMeterProvider::builder()
             .with_resource(resource.clone())
             .with_reader(PeriodicReader::builder(exporter).build())
