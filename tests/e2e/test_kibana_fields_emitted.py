@@ -14,11 +14,10 @@ import pytest
 from deploy.kibana_objects import lens_uses, rule_uses
 
 from deploy import emitted_fields
-from harness.collector import Collector, otel_env
+from harness.collector import Collector
 from harness.gateway import Gateway
-from harness.model_service import start_model_service, train_model
+from harness.model_service import start_model_service, train_traced
 from harness.otlp_json import LogRecordView, SpanRecord
-from harness.process import ManagedProcess
 
 _TRAINING_SPANS = {"load_data", "train_model", "evaluate"}
 _TRAINING_LOG_FIELDS = {"ml.training_accuracy", "ml.validation_accuracy", "ml.drift_detected"}
@@ -53,20 +52,9 @@ class Captured:
 def captured(collector: Collector, bed_dir: Path) -> Iterator[Captured]:
     venv_bin = Path(sys.executable).parent
     work_dir = bed_dir / "kibana-fields"
-    model_dir = train_model(venv_bin, work_dir)
-    # A second, traced training run: its spans and quality logs are what the
-    # dashboard's training panels and the model-quality rules read.
-    training = ManagedProcess(
-        "model-training-traced",
-        [venv_bin / "opentelemetry-instrument", venv_bin / "python", "-m", "model_service.train"],
-        env={
-            "MODEL_SERVICE__MODEL_DIR": str(model_dir),
-            "MODEL_SERVICE__DATA_DIR": str(model_dir.parent / "data"),
-            **otel_env(collector, "model-service"),
-        },
-        log_dir=work_dir / "logs",
-    ).start()
-    assert training.wait(timeout=300) == 0, training.log_text()[-4000:]
+    # A traced training run: its spans and quality logs are what the dashboard's
+    # training panels and the model-quality rules read.
+    train_traced(venv_bin, work_dir, collector)
 
     model_service = start_model_service(venv_bin, work_dir, collector=collector)
     gateway = Gateway.start(work_dir, model_url=model_service.url, collector=collector)

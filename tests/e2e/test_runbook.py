@@ -25,9 +25,9 @@ import yaml
 from deploy.test_collector_config import COMPOSE_CONFIG, strip_edot_only, with_local_endpoints
 from exporter_shim import ExporterShim, strip_bulk_actions
 
-from harness.collector import Collector, otel_env
+from harness.collector import Collector
 from harness.gateway import Gateway
-from harness.model_service import start_model_service, train_model
+from harness.model_service import start_model_service, train_traced
 from harness.polling import poll_until
 from harness.process import ManagedProcess
 from harness.provisioning import REPO_ROOT, provisioned
@@ -139,18 +139,7 @@ def runbook_bed(search_node: SearchNode, bed_dir: Path) -> Iterator[RunbookBed]:
     model_service = gateway = None
     try:
         # A traced training run: the runbook's training check and its load_data/train_model p95.
-        model_dir = train_model(venv_bin, work_dir)
-        training = ManagedProcess(
-            "model-training-traced",
-            [venv_bin / "opentelemetry-instrument", venv_bin / "python", "-m", "model_service.train"],
-            env={
-                "MODEL_SERVICE__MODEL_DIR": str(model_dir),
-                "MODEL_SERVICE__DATA_DIR": str(model_dir.parent / "data"),
-                **otel_env(collector, "model-service"),
-            },
-            log_dir=work_dir / "logs",
-        ).start()
-        assert training.wait(timeout=300) == 0, training.log_text()[-4000:]
+        train_traced(venv_bin, work_dir, collector)
         model_service = start_model_service(venv_bin, work_dir, collector=collector)
         gateway = Gateway.start(
             work_dir,

@@ -73,6 +73,34 @@ def train_model(venv_bin: Path, work_dir: Path) -> Path:
     return model_dir
 
 
+def train_traced(venv_bin: Path, work_dir: Path, collector: Collector) -> Path:
+    """One more training run in `work_dir`'s model folder (a new version), traced as the
+    deployments train (`opentelemetry-instrument`) and exporting to `collector`; the model folder.
+
+    Its `load_data`/`train_model`/`evaluate` spans and quality logs are what the dashboard's
+    training panels, the model-quality rules and the runbook's training check read.
+    """
+    model_dir = train_model(venv_bin, work_dir)
+    _, data_dir = _service_dirs(work_dir)
+    training = ManagedProcess(
+        "model-training-traced",
+        [venv_bin / "opentelemetry-instrument", venv_bin / "python", "-m", "model_service.train"],
+        env={
+            "MODEL_SERVICE__MODEL_DIR": str(model_dir),
+            "MODEL_SERVICE__DATA_DIR": str(data_dir),
+            **otel_env(collector, "model-service"),
+        },
+        log_dir=work_dir / "logs",
+    ).start()
+    try:
+        exit_code = training.wait(timeout=_TRAINING_TIMEOUT_SECONDS)
+    finally:
+        training.stop()
+    if exit_code != 0:
+        raise RuntimeError(f"traced training failed ({exit_code}):\n{training.log_text()[-4000:]}")
+    return model_dir
+
+
 def start_model_service(
     venv_bin: Path,
     work_dir: Path,
