@@ -81,23 +81,12 @@ def train_traced(venv_bin: Path, work_dir: Path, collector: Collector) -> Path:
     training panels, the model-quality rules and the runbook's training check read.
     """
     model_dir = train_model(venv_bin, work_dir)
-    _, data_dir = _service_dirs(work_dir)
-    training = ManagedProcess(
+    _run_training(
         "model-training-traced",
         [venv_bin / "opentelemetry-instrument", venv_bin / "python", "-m", "model_service.train"],
-        env={
-            "MODEL_SERVICE__MODEL_DIR": str(model_dir),
-            "MODEL_SERVICE__DATA_DIR": str(data_dir),
-            **otel_env(collector, "model-service"),
-        },
-        log_dir=work_dir / "logs",
-    ).start()
-    try:
-        exit_code = training.wait(timeout=_TRAINING_TIMEOUT_SECONDS)
-    finally:
-        training.stop()
-    if exit_code != 0:
-        raise RuntimeError(f"traced training failed ({exit_code}):\n{training.log_text()[-4000:]}")
+        work_dir,
+        otel_env(collector, "model-service"),
+    )
     return model_dir
 
 
@@ -148,20 +137,25 @@ def start_model_service(
 def _trained_template(venv_bin: Path) -> Path:
     template = Path(tempfile.mkdtemp(prefix="model-service-template-"))
     atexit.register(shutil.rmtree, template, ignore_errors=True)
-    model_dir, data_dir = _service_dirs(template)
+    _run_training("model-training", [venv_bin / "python", "-m", "model_service.train"], template, _NO_TELEMETRY_ENV)
+    return template
+
+
+def _run_training(name: str, argv: list[Path | str], work_dir: Path, telemetry_env: dict[str, str]) -> None:
+    """One training run into `work_dir`'s model folder; RuntimeError with its log if it fails."""
+    model_dir, data_dir = _service_dirs(work_dir)
     training = ManagedProcess(
-        "model-training",
-        [venv_bin / "python", "-m", "model_service.train"],
-        env={"MODEL_SERVICE__MODEL_DIR": str(model_dir), "MODEL_SERVICE__DATA_DIR": str(data_dir), **_NO_TELEMETRY_ENV},
-        log_dir=template / "logs",
+        name,
+        argv,
+        env={"MODEL_SERVICE__MODEL_DIR": str(model_dir), "MODEL_SERVICE__DATA_DIR": str(data_dir), **telemetry_env},
+        log_dir=work_dir / "logs",
     ).start()
     try:
         exit_code = training.wait(timeout=_TRAINING_TIMEOUT_SECONDS)
     finally:
         training.stop()
     if exit_code != 0:
-        raise RuntimeError(f"training failed ({exit_code}):\n{training.log_text()[-4000:]}")
-    return template
+        raise RuntimeError(f"{name} failed ({exit_code}):\n{training.log_text()[-4000:]}")
 
 
 def _has_version(model_dir: Path) -> bool:
