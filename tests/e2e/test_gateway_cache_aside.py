@@ -261,11 +261,15 @@ def train_new_version(stack: Stack) -> None:
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(stack: Stack) -> None:
     gateway = Gateway.start(stack.work_dir, stack.model.url, name="gateway-sigterm")
     stack.model.set_faults(latency_ms=1_000)
+    # The model service is shared by the module: only a count above this one shows that
+    # this request reached it, and so is in flight inside the gateway.
+    predict_requests_before = stack.model.stats()["predict_requests"]
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             in_flight = pool.submit(gateway.predict, fresh_id())
             poll_until(
-                lambda: stack.model.stats()["predict_requests"] > 0 and not in_flight.done(), "request in flight"
+                lambda: stack.model.stats()["predict_requests"] > predict_requests_before and not in_flight.done(),
+                "request in flight",
             )
             gateway.process.send_signal(signal.SIGTERM)
             response = in_flight.result(timeout=30)
