@@ -4,7 +4,6 @@ elasticapm components, and the test collector starts with the compose config."""
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import subprocess
@@ -14,20 +13,12 @@ import pytest
 import requests
 import yaml
 
-from harness.polling import poll_until
-from harness.ports import free_port
 from harness.process import ManagedProcess
 
+from .collector_configs import COMPOSE_CONFIG, EDOT_ONLY, component_type, strip_edot_only, with_local_endpoints
 from .conftest import DEPLOY_DIR, load_yaml_documents
 
-COMPOSE_CONFIG = DEPLOY_DIR / "collector" / "compose-config.yaml"
 K8S_COLLECTOR = DEPLOY_DIR / "k8s" / "collector.yaml"
-
-# Components of Elastic's distribution that the test collector cannot build (the
-# module proxy refuses their zips): the only ones allowed outside the builder
-# manifest, and exactly what is stripped before the test collector starts.
-# deploy/README.md ("The elasticapm components") says what they do.
-EDOT_ONLY = {("processors", "elasticapm"), ("connectors", "elasticapm")}
 
 SECTIONS = ("receivers", "processors", "exporters", "connectors", "extensions")
 
@@ -41,11 +32,6 @@ CONFIGS = {
     "compose": lambda: yaml.safe_load(COMPOSE_CONFIG.read_text()),
     "kubernetes": k8s_collector_config,
 }
-
-
-def component_type(component_id: str) -> str:
-    """`elasticsearch/otel` -> `elasticsearch`."""
-    return component_id.split("/", 1)[0]
 
 
 def referenced_components(config: dict) -> set[tuple[str, str]]:
@@ -65,50 +51,6 @@ def built_components(binary: Path) -> set[tuple[str, str]]:
     """What the test collector was built with (`components`, from its builder manifest)."""
     listing = yaml.safe_load(subprocess.run([binary, "components"], check=True, capture_output=True).stdout)
     return {(section, item["name"]) for section in SECTIONS for item in listing.get(section) or []}
-
-
-def strip_edot_only(config: dict) -> tuple[dict, set[tuple[str, str]]]:
-    """The config without the EDOT-only components; also what was removed."""
-    stripped = copy.deepcopy(config)
-    removed = set()
-    for section, kind in EDOT_ONLY:
-        for name in list(stripped.get(section) or {}):
-            if component_type(name) == kind:
-                del stripped[section][name]
-                removed.add((section, kind))
-    gone = {name for name in (config.get("connectors") or {}) if name not in (stripped.get("connectors") or {})}
-    gone_processors = {
-        name for name in (config.get("processors") or {}) if name not in (stripped.get("processors") or {})
-    }
-    pipelines = stripped["service"]["pipelines"]
-    for pipeline_id in list(pipelines):
-        pipeline = pipelines[pipeline_id]
-        pipeline["receivers"] = [name for name in pipeline.get("receivers") or [] if name not in gone]
-        pipeline["exporters"] = [name for name in pipeline.get("exporters") or [] if name not in gone]
-        pipeline["processors"] = [name for name in pipeline.get("processors") or [] if name not in gone_processors]
-        # A pipeline fed only by a removed connector has nothing left to carry.
-        if not pipeline["receivers"]:
-            del pipelines[pipeline_id]
-    return stripped, removed
-
-
-def with_local_endpoints(config: dict) -> tuple[dict, int, dict[str, str]]:
-    """Swap every listening endpoint to a free loopback port and Elasticsearch to a
-    closed local port; returns the config, the health port and the environment the
-    config reads."""
-    local = copy.deepcopy(config)
-    health_port = free_port()
-    local["extensions"]["health_check"]["endpoint"] = f"127.0.0.1:{health_port}"
-    for protocol in local["receivers"]["otlp"]["protocols"].values():
-        protocol["endpoint"] = f"127.0.0.1:{free_port()}"
-    # The collector's own metrics would listen on the fixed port 8888.
-    local["service"]["telemetry"] = {"metrics": {"level": "none"}}
-    environment = {
-        # Nothing listens there: the exporter connects lazily, so the collector starts.
-        "ELASTICSEARCH_URL": f"http://127.0.0.1:{free_port()}",
-        "ELASTICSEARCH_API_KEY": "dGVzdDp0ZXN0",
-    }
-    return local, health_port, environment
 
 
 @pytest.mark.parametrize("which", sorted(CONFIGS))
@@ -174,13 +116,11 @@ def test_test_collector_starts_with_the_deploy_config(which: str, collector_bina
         f"collector-{which}-config", [collector_binary, "--config", config_path], env=environment, log_dir=tmp_path
     ).start()
     try:
-
-        def healthy() -> bool:
-            if not process.is_running():
-                raise AssertionError(f"collector exited:\n{process.log_text()[-4000:]}")
-            return requests.get(f"http://127.0.0.1:{health_port}/", timeout=2).status_code == 200
-
-        poll_until(healthy, f"test collector with the {which} config to report healthy", timeout=30)
+        process.wait_until_ready(
+            lambda: requests.get(f"http://127.0.0.1:{health_port}/", timeout=2).status_code == 200,
+            f"test collector with the {which} config to report healthy",
+            timeout=30,
+        )
         # Deprecated or ignored settings show up as warnings at start-up.
         complaints = re.findall(r"^\S+\t(?:warn|error)\t.*$", process.log_text(), flags=re.MULTILINE)
         assert not complaints, "\n".join(complaints)

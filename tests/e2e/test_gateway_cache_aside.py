@@ -17,9 +17,8 @@ import pytest
 import requests
 
 from harness.gateway import Gateway
-from harness.model_service import RunningModelService, start_model_service
+from harness.model_service import RunningModelService, start_model_service, train_another_version
 from harness.polling import poll_until
-from harness.process import ManagedProcess
 from harness.search_node import SearchNode
 
 ALIAS = "gw-cache-aside"
@@ -213,7 +212,7 @@ def test_after_the_model_service_switches_version_the_next_request_is_a_miss(sta
     first = stack.gateway.predict(data_id)
     assert first.json()["cache"] == "miss", first.text
     old_version = first.json()["model"]["version"]
-    train_new_version(stack)
+    train_another_version(Path(sys.executable).parent, stack.work_dir)
     switched = requests.post(f"{stack.model.url}/admin/model", json={}, timeout=60)
     switched.raise_for_status()
     new_version = switched.json()["version"]
@@ -236,26 +235,6 @@ def test_after_the_model_service_switches_version_the_next_request_is_a_miss(sta
         old_version,
         new_version,
     }
-
-
-def train_new_version(stack: Stack) -> None:
-    """Trains one more version into the running service's model folder."""
-    training = ManagedProcess(
-        "model-training-new-version",
-        [Path(sys.executable).parent / "python", "-m", "model_service.train"],
-        env={
-            "MODEL_SERVICE__MODEL_DIR": str(stack.model.model_dir),
-            "MODEL_SERVICE__DATA_DIR": str(stack.model.data_dir),
-            "OTEL_TRACES_EXPORTER": "none",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-        },
-        log_dir=stack.work_dir / "logs",
-    ).start()
-    try:
-        assert training.wait(timeout=300) == 0, training.log_text()[-4000:]
-    finally:
-        training.stop()
 
 
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(stack: Stack) -> None:

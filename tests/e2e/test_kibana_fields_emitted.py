@@ -16,7 +16,7 @@ from deploy.kibana_objects import lens_uses, rule_uses
 from deploy import emitted_fields
 from harness.collector import Collector
 from harness.gateway import Gateway
-from harness.model_service import start_model_service, train_traced
+from harness.model_service import start_model_service, train_another_version
 from harness.otlp_json import LogRecordView, SpanRecord
 
 _TRAINING_SPANS = {"load_data", "train_model", "evaluate"}
@@ -54,7 +54,7 @@ def captured(collector: Collector, bed_dir: Path) -> Iterator[Captured]:
     work_dir = bed_dir / "kibana-fields"
     # A traced training run: its spans and quality logs are what the dashboard's
     # training panels and the model-quality rules read.
-    train_traced(venv_bin, work_dir, collector)
+    train_another_version(venv_bin, work_dir, collector)
 
     model_service = start_model_service(venv_bin, work_dir, collector=collector)
     gateway = Gateway.start(work_dir, model_url=model_service.url, collector=collector)

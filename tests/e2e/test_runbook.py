@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from deploy.test_collector_config import COMPOSE_CONFIG, strip_edot_only, with_local_endpoints
+from deploy.collector_configs import COMPOSE_CONFIG, strip_edot_only, with_local_endpoints
 from exporter_shim import ExporterShim, strip_bulk_actions
 
 from harness.collector import Collector
 from harness.gateway import Gateway
-from harness.model_service import start_model_service, train_traced
+from harness.model_service import start_model_service, train_another_version
 from harness.polling import poll_until
 from harness.process import ManagedProcess
 from harness.provisioning import REPO_ROOT, provisioned
@@ -113,12 +113,11 @@ def start_exporting_collector(elasticsearch_url: str, work_dir: Path) -> Collect
         log_dir=work_dir / "logs",
     ).start()
 
-    def healthy() -> bool:
-        if not process.is_running():
-            raise RuntimeError(f"collector exited:\n{process.log_text()[-4000:]}")
-        return requests.get(f"http://127.0.0.1:{health_port}/", timeout=2).status_code == 200
-
-    poll_until(healthy, "the exporting collector's health check to answer 200", timeout=60)
+    process.wait_until_ready(
+        lambda: requests.get(f"http://127.0.0.1:{health_port}/", timeout=2).status_code == 200,
+        "the exporting collector's health check to answer 200",
+        timeout=60,
+    )
     protocols = config["receivers"]["otlp"]["protocols"]
     port_of = {name: int(protocol["endpoint"].rsplit(":", 1)[1]) for name, protocol in protocols.items()}
     return Collector(process, port_of["grpc"], port_of["http"], work_dir)
@@ -139,7 +138,7 @@ def runbook_bed(search_node: SearchNode, bed_dir: Path) -> Iterator[RunbookBed]:
     model_service = gateway = None
     try:
         # A traced training run: the runbook's training check and its load_data/train_model p95.
-        train_traced(venv_bin, work_dir, collector)
+        train_another_version(venv_bin, work_dir, collector)
         model_service = start_model_service(venv_bin, work_dir, collector=collector)
         gateway = Gateway.start(
             work_dir,

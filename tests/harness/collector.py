@@ -75,12 +75,11 @@ class Collector:
         config_path.write_text(json.dumps(bed_config(grpc_port, http_port, health_port, output_dir), indent=2))
         process = ManagedProcess("collector", [binary, "--config", config_path], log_dir=work_dir / "logs").start()
 
-        def healthy() -> bool:
-            if not process.is_running():
-                raise RuntimeError(f"collector exited:\n{process.log_text()[-4000:]}")
-            return requests.get(f"http://127.0.0.1:{health_port}/", timeout=2).status_code == 200
-
-        poll_until(healthy, "collector health check to answer 200", timeout=timeout)
+        process.wait_until_ready(
+            lambda: requests.get(f"http://127.0.0.1:{health_port}/", timeout=2).status_code == 200,
+            "collector health check to answer 200",
+            timeout=timeout,
+        )
         return cls(process, grpc_port, http_port, output_dir)
 
     def spans(self) -> list[SpanRecord]:
@@ -105,6 +104,10 @@ class Collector:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+# For a service that should export nothing (it still traces: ids, propagation).
+NO_TELEMETRY_ENV = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
 
 
 def otel_env(collector: Collector, service_name: str) -> dict[str, str]:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import requests
 
-from harness.collector import Collector, otel_env
-from harness.polling import poll_until
+from harness.collector import NO_TELEMETRY_ENV, Collector, otel_env
 from harness.ports import free_port
 from harness.process import ManagedProcess
 from harness.provisioning import REPO_ROOT
@@ -74,17 +73,16 @@ class Gateway:
         if collector is not None:
             env.update(otel_env(collector, "inference-gateway"))
         else:
-            env.update({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"})
+            env.update(NO_TELEMETRY_ENV)
         env.update(extra_env or {})
         process = ManagedProcess(name, [gateway_binary()], env=env, log_dir=work_dir / "logs").start()
         url = f"http://127.0.0.1:{port}"
 
-        def alive() -> bool:
-            if not process.is_running():
-                raise RuntimeError(f"{name} exited:\n{process.log_text()[-4000:]}")
-            return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-
-        poll_until(alive, f"{name} at {url} to answer /healthz", timeout=timeout)
+        process.wait_until_ready(
+            lambda: requests.get(f"{url}/healthz", timeout=2).status_code == 200,
+            f"{name} at {url} to answer /healthz",
+            timeout=timeout,
+        )
         return cls(process, url)
 
     def predict(self, data_id: str, headers: dict[str, str] | None = None) -> requests.Response:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import requests
 
-from harness.collector import Collector, otel_env
-from harness.polling import poll_until
+from harness.collector import NO_TELEMETRY_ENV, Collector, otel_env
 from harness.ports import free_port
 from harness.process import ManagedProcess
 
@@ -24,7 +23,6 @@ _SERVICE_OTEL_ENV = {
     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
     "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "health",
 }
-_NO_TELEMETRY_ENV = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
 
 
 class RunningModelService:
@@ -73,20 +71,20 @@ def train_model(venv_bin: Path, work_dir: Path) -> Path:
     return model_dir
 
 
-def train_traced(venv_bin: Path, work_dir: Path, collector: Collector) -> Path:
-    """One more training run in `work_dir`'s model folder (a new version), traced as the
-    deployments train (`opentelemetry-instrument`) and exporting to `collector`; the model folder.
+def train_another_version(venv_bin: Path, work_dir: Path, collector: Collector | None = None) -> Path:
+    """One more training run in `work_dir`'s model folder (a new version); the model folder.
 
-    Its `load_data`/`train_model`/`evaluate` spans and quality logs are what the dashboard's
-    training panels, the model-quality rules and the runbook's training check read.
+    With `collector` the run is traced as the deployments train (`opentelemetry-instrument`)
+    and exports there: its `load_data`/`train_model`/`evaluate` spans and quality logs are
+    what the dashboard's training panels, the model-quality rules and the runbook read.
     """
     model_dir = train_model(venv_bin, work_dir)
-    _run_training(
-        "model-training-traced",
-        [venv_bin / "opentelemetry-instrument", venv_bin / "python", "-m", "model_service.train"],
-        work_dir,
-        otel_env(collector, "model-service"),
-    )
+    python = [venv_bin / "python", "-m", "model_service.train"]
+    if collector is None:
+        _run_training("model-training-another", python, work_dir, NO_TELEMETRY_ENV)
+    else:
+        traced = [venv_bin / "opentelemetry-instrument", *python]
+        _run_training("model-training-traced", traced, work_dir, otel_env(collector, "model-service"))
     return model_dir
 
 
@@ -113,7 +111,7 @@ def start_model_service(
         "MODEL_SERVICE__MODEL_DIR": str(model_dir),
         "MODEL_SERVICE__DATA_DIR": str(data_dir),
         **_SERVICE_OTEL_ENV,
-        **(otel_env(collector, "model-service") if collector is not None else _NO_TELEMETRY_ENV),
+        **(otel_env(collector, "model-service") if collector is not None else NO_TELEMETRY_ENV),
         **(extra_env or {}),
     }
     process = ManagedProcess(
@@ -124,12 +122,11 @@ def start_model_service(
     ).start()
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        if not process.is_running():
-            raise RuntimeError(f"{name} exited:\n{process.log_text()[-4000:]}")
-        return requests.get(f"{url}/health", timeout=2).status_code == 200
-
-    poll_until(healthy, f"{name} at {url} to answer /health with 200", timeout=timeout)
+    process.wait_until_ready(
+        lambda: requests.get(f"{url}/health", timeout=2).status_code == 200,
+        f"{name} at {url} to answer /health with 200",
+        timeout=timeout,
+    )
     return RunningModelService(process, url, model_dir, data_dir)
 
 
@@ -137,7 +134,7 @@ def start_model_service(
 def _trained_template(venv_bin: Path) -> Path:
     template = Path(tempfile.mkdtemp(prefix="model-service-template-"))
     atexit.register(shutil.rmtree, template, ignore_errors=True)
-    _run_training("model-training", [venv_bin / "python", "-m", "model_service.train"], template, _NO_TELEMETRY_ENV)
+    _run_training("model-training", [venv_bin / "python", "-m", "model_service.train"], template, NO_TELEMETRY_ENV)
     return template
 
 

@@ -10,7 +10,10 @@ import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+
+from harness.polling import poll_until
 
 _registry: list[ManagedProcess] = []
 _started: list[ManagedProcess] = []
@@ -60,6 +63,17 @@ class ManagedProcess:
             _registry.append(self)
             _started.append(self)
         return self
+
+    def wait_until_ready(self, check: Callable[[], object], description: str, timeout: float) -> None:
+        """Poll `check` until it is truthy. If the program exits first, fail at once with its
+        log: `poll_until` takes an exception for "not yet", so the exit must end the polling."""
+        exited = object()
+
+        def ready() -> object:
+            return check() if self.is_running() else exited
+
+        if poll_until(ready, description, timeout=timeout) is exited:
+            raise RuntimeError(f"{self.name} exited before {description}:\n{self.log_text()[-4000:]}")
 
     def is_running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None

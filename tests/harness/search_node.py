@@ -7,7 +7,6 @@ from pathlib import Path
 
 import requests
 
-from harness.polling import poll_until
 from harness.ports import free_port
 from harness.process import ManagedProcess
 
@@ -42,14 +41,12 @@ class SearchNode:
         url = f"http://127.0.0.1:{http_port}"
 
         def healthy() -> bool:
-            if not process.is_running():
-                raise RuntimeError(f"search node exited:\n{process.log_text()[-4000:]}")
             response = requests.get(
                 f"{url}/_cluster/health", params={"wait_for_status": "yellow", "timeout": "1s"}, timeout=5
             )
             return response.status_code == 200 and response.json()["status"] in ("yellow", "green")
 
-        poll_until(healthy, f"search node at {url} to report yellow or green health", timeout=timeout, interval=0.5)
+        process.wait_until_ready(healthy, f"search node at {url} to report yellow or green health", timeout=timeout)
         return cls(process, url)
 
     def stop(self) -> None:
