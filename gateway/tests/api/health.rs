@@ -8,12 +8,7 @@ use crate::helpers::{MockAnswer, MockModelService, ModelBackend, TestOptions, sp
 async fn liveness_is_200_even_when_dependencies_are_down() {
     let app = spawn_app(TestOptions::with_model(ModelBackend::Down)).await;
 
-    let response = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/healthz").await;
 
     assert_eq!(response.status(), 200);
 }
@@ -22,12 +17,7 @@ async fn liveness_is_200_even_when_dependencies_are_down() {
 async fn readiness_is_503_naming_the_model_service_when_it_is_down() {
     let app = spawn_app(TestOptions::with_model(ModelBackend::Down)).await;
 
-    let response = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/readyz").await;
 
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
@@ -41,12 +31,7 @@ async fn readiness_is_503_naming_the_store_when_it_fails() {
     options.failing_store = true;
     let app = spawn_app(options).await;
 
-    let response = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/readyz").await;
 
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
@@ -58,12 +43,7 @@ async fn readiness_is_200_when_both_answer() {
     let model = MockModelService::start(MockAnswer::Predicts).await;
     let app = spawn_app(TestOptions::with_model(model.backend())).await;
 
-    let response = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/readyz").await;
 
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();

@@ -103,6 +103,15 @@ async fn closed_port_url() -> String {
 }
 
 impl TestApp {
+    /// `GET` of a path of the gateway.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// `POST /v1/predict` with a JSON body.
     pub async fn predict(&self, data_id: &str) -> reqwest::Response {
         self.client

@@ -7,15 +7,7 @@ use crate::helpers::{ModelBackend, TestOptions, spawn_app};
 #[tokio::test]
 async fn every_route_is_in_the_openapi_document_and_every_documented_route_is_served() {
     let app = spawn_app(TestOptions::with_model(ModelBackend::Down)).await;
-    let document: Value = app
-        .client
-        .get(format!("{}/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
 
     let documented: Vec<(String, String)> = document["paths"]

@@ -100,13 +100,7 @@ async fn a_new_model_version_is_never_answered_from_the_old_versions_predictions
     // Once the gateway has learned version 2, version 1's prediction is not "stored".
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let status = app
-            .client
-            .get(format!("{}/v1/predictions/row-4", app.base))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = app.get("/v1/predictions/row-4").await.status();
         if status == 404 {
             break;
         }
@@ -342,18 +336,8 @@ async fn bodies_the_gateway_cannot_use_get_the_fitting_4xx() {
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = spawn_app(TestOptions::with_model(ModelBackend::Down)).await;
 
-    let not_found = app
-        .client
-        .get(format!("{}/v2/nothing", app.base))
-        .send()
-        .await
-        .unwrap();
-    let wrong_method = app
-        .client
-        .get(format!("{}/v1/predict", app.base))
-        .send()
-        .await
-        .unwrap();
+    let not_found = app.get("/v2/nothing").await;
+    let wrong_method = app.get("/v1/predict").await;
 
     assert_eq!(not_found.status(), 404);
     assert_eq!(error_code(not_found).await, "not_found");
