@@ -1,11 +1,12 @@
 """The real gateway binary on the test bed: built once per session with cargo,
 started on a free loopback port in front of a model service, a search node and a
-collector of the test's choosing."""
+collector of the test's choosing; signalled as an orchestrator would."""
 
 from __future__ import annotations
 
 import functools
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -54,11 +55,14 @@ class Gateway:
         extra_env: dict[str, str] | None = None,
         name: str = "gateway",
         timeout: float = 60.0,
+        open_files_limit: int | None = None,
     ) -> Gateway:
         """Starts the gateway and returns once `/healthz` answers.
 
         Without `store_url` it uses its embedded in-memory store; without `collector`
-        it exports no telemetry.
+        it exports no telemetry. `open_files_limit` sets RLIMIT_NOFILE (soft and hard)
+        for the gateway alone: `prlimit` sets it on itself and then execs the binary,
+        so the process the harness signals is the gateway.
         """
         port = free_port()
         env = {
@@ -75,7 +79,10 @@ class Gateway:
         else:
             env.update(NO_TELEMETRY_ENV)
         env.update(extra_env or {})
-        process = ManagedProcess(name, [gateway_binary()], env=env, log_dir=work_dir / "logs").start()
+        argv: list[str | Path] = [gateway_binary()]
+        if open_files_limit is not None:
+            argv = ["prlimit", f"--nofile={open_files_limit}:{open_files_limit}", "--", *argv]
+        process = ManagedProcess(name, argv, env=env, log_dir=work_dir / "logs").start()
         url = f"http://127.0.0.1:{port}"
 
         process.wait_until_ready(
@@ -96,6 +103,14 @@ class Gateway:
     def ready(self) -> bool:
         """Whether `/readyz` answers 200."""
         return requests.get(f"{self.url}/readyz", timeout=10).status_code == 200
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Signal the gateway process (SIGTERM as an orchestrator sends it)."""
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the gateway to exit; its exit code (`subprocess.TimeoutExpired` if it does not)."""
+        return self.process.wait(timeout=timeout)
 
     def stop(self) -> int | None:
         return self.process.stop()
