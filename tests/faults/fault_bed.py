@@ -7,9 +7,12 @@ import contextlib
 import os
 import random
 import signal
+import socket
+import time
 
 import requests
 
+from faults.fault_load import MISS, Answer
 from harness.gateway import Gateway
 from harness.model_service import RunningModelService
 from harness.polling import poll_until
@@ -18,7 +21,7 @@ from harness.process import ManagedProcess
 ALIAS = "gw-faults"
 _ROWS_IN_DATASET = 120_000
 # Every id the module uses, each once: no case sees another's stored predictions.
-_ROWS = random.Random().sample(range(_ROWS_IN_DATASET), 6_000)
+_ROWS = random.Random().sample(range(_ROWS_IN_DATASET), 20_000)
 
 
 def fresh_ids(count: int) -> list[str]:
@@ -75,3 +78,55 @@ def warm(gateway: Gateway, data_ids: list[str]) -> None:
 
 def model_calls(model: RunningModelService) -> int:
     return model.stats()["predict_requests"]
+
+
+def stored_trace_ids(search_url: str, data_ids: list[str]) -> dict[str, set[str]]:
+    """The computing trace ids of the predictions the search node holds for `data_ids` (read
+    from the node itself, not through a gateway), after a refresh makes every write visible."""
+    requests.post(f"{search_url}/{ALIAS}/_refresh", timeout=30).raise_for_status()
+    found: dict[str, set[str]] = {}
+    for start in range(0, len(data_ids), 500):
+        chunk = data_ids[start : start + 500]
+        response = requests.post(
+            f"{search_url}/{ALIAS}/_search",
+            json={"query": {"terms": {"data_id": chunk}}, "size": 10 * len(chunk), "_source": ["data_id", "trace"]},
+            timeout=30,
+        )
+        response.raise_for_status()
+        for hit in response.json()["hits"]["hits"]:
+            found.setdefault(hit["_source"]["data_id"], set()).add(hit["_source"]["trace"]["id"])
+    return found
+
+
+def lost_predictions(search_url: str, answers: list[Answer]) -> list[Answer]:
+    """The new ids answered 200 whose prediction, as computed by the answering request's trace,
+    the search node does not hold."""
+    computed = [a for a in answers if a.expected == MISS and a.status == 200]
+    stored = stored_trace_ids(search_url, [a.data_id for a in computed])
+    return [a for a in computed if a.trace_id not in stored.get(a.data_id, set())]
+
+
+def wait_until_nothing_lost(search_url: str, answers: list[Answer], timeout: float) -> list[Answer]:
+    """`lost_predictions` once the write-behind queue had `timeout` seconds to drain (polled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lost = lost_predictions(search_url, answers)
+        if not lost or time.monotonic() > deadline:
+            return lost
+        time.sleep(0.5)
+
+
+def seconds_until_closed(sock: socket.socket, timeout: float) -> float | None:
+    """Read (and discard) until the peer closes the connection; the seconds it took, or None
+    if it was still open after `timeout`."""
+    started = time.monotonic()
+    while (left := started + timeout - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(65536):
+                return time.monotonic() - started
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - started
+        except TimeoutError:
+            return None
+    return None

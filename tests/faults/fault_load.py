@@ -31,6 +31,7 @@ class Answer:
     retry_after: str | None = None
     connection: str | None = None
     created_at: str | None = None
+    trace_id: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -65,6 +66,7 @@ def post_predict(session: requests.Session, url: str, data_id: str, expected: st
         retry_after=response.headers.get("retry-after"),
         connection=response.headers.get("connection"),
         created_at=body.get("created_at") if isinstance(body, dict) else None,
+        trace_id=body.get("trace_id") if isinstance(body, dict) else None,
     )
 
 

@@ -1,0 +1,111 @@
+"""The search node fails under a steady mixed load: SIGKILLed and started again on the same
+data, or frozen (SIGSTOP) past the store timeout and thawed. Every request still gets a
+2xx answer (from the model, `cache: bypass`, while the store is gone) and no prediction
+answered during the outage is lost: each is in the node afterwards, written by the trace
+that computed it (the write-behind queue drained on recovery)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from faults.fault_bed import ALIAS, fresh_ids, wait_until_nothing_lost, warm
+from faults.fault_load import HIT, MISS, Answer, MixedLoad, latency_line
+from harness.gateway import Gateway
+from harness.model_service import RunningModelService
+from harness.search_node import SearchNode
+
+# Answers wanted before the fault, during it and after recovery: enough to see each phase.
+PHASE_ANSWERS = 40
+# How long the write-behind queue gets to drain once the node is back (its backoff tops at 5 s).
+DRAIN_SECONDS = 45
+FREEZE_SECONDS = 3.0
+STORE_TIMEOUT_MS = 300
+
+
+def new_load(gateway: Gateway, hit_ids: list[str]) -> MixedLoad:
+    # 4 clients, a request each 0.2 s plus its latency: ~15-20 requests/s, a few hundred per case.
+    return MixedLoad(gateway.url, hit_ids, fresh_ids(1500), threads=4, pause=0.2, max_requests=1200, max_seconds=150)
+
+
+def report_phases(figures: Callable[[str], None], answers: list[Answer], fault_at: float, recovered_at: float) -> None:
+    phases = {
+        "before": [a for a in answers if a.sent < fault_at],
+        "during": [a for a in answers if fault_at <= a.sent < recovered_at],
+        "after": [a for a in answers if a.sent >= recovered_at],
+    }
+    for phase, chosen in phases.items():
+        for expected in (HIT, MISS):
+            seconds = [a.seconds for a in chosen if a.expected == expected]
+            figures(latency_line(f"{phase} the fault, {expected} ids", seconds))
+    caches = {cache: sum(1 for a in phases["during"] if a.cache == cache) for cache in ("hit", "miss", "bypass")}
+    figures(f"during the fault: answers by cache result {caches}; outage {recovered_at - fault_at:.1f}s")
+
+
+def test_the_search_node_killed_and_restarted_on_its_data_costs_no_answer_and_no_prediction(
+    fault_node: SearchNode,
+    healthy_model: RunningModelService,
+    gateways: Callable[..., Gateway],
+    figures: Callable[[str], None],
+) -> None:
+    gateway = gateways(healthy_model.url, store_url=fault_node.url, index_alias=ALIAS, name="gateway-node-killed")
+    hit_ids = fresh_ids(30)
+    warm(gateway, hit_ids)
+
+    with new_load(gateway, hit_ids) as load:
+        load.wait_for(PHASE_ANSWERS, lambda a: True, "before the kill", timeout=60)
+        killed_at = time.monotonic()
+        fault_node.kill()
+        load.wait_for(PHASE_ANSWERS, lambda a: a.sent > killed_at, "while the node is down", timeout=60)
+        fault_node.start_again()
+        back_at = time.monotonic()
+        load.wait_for(PHASE_ANSWERS, lambda a: a.sent > back_at, "after the restart", timeout=60)
+    answers = load.answers()
+    lost = wait_until_nothing_lost(fault_node.url, answers, timeout=DRAIN_SECONDS)
+
+    report_phases(figures, answers, killed_at, back_at)
+    failed = [a.brief() for a in answers if a.status is None or not 200 <= a.status < 300]
+    assert failed == [], f"{len(failed)} of {len(answers)} requests not answered 2xx: {failed[:10]}"
+    during = [a for a in answers if killed_at <= a.sent < back_at]
+    assert any(a.cache == "bypass" for a in during), "the outage was seen: answered from the model"
+    assert [a.brief() for a in lost] == [], f"{len(lost)} predictions answered but not in the node after recovery"
+    figures(f"{len(answers)} requests, 0 non-2xx, 0 of {sum(a.expected == MISS for a in answers)} new predictions lost")
+
+
+def test_the_search_node_frozen_past_the_store_timeout_costs_no_answer_and_no_prediction(
+    fault_node: SearchNode,
+    healthy_model: RunningModelService,
+    gateways: Callable[..., Gateway],
+    figures: Callable[[str], None],
+) -> None:
+    gateway = gateways(
+        healthy_model.url,
+        store_url=fault_node.url,
+        index_alias=ALIAS,
+        name="gateway-node-frozen",
+        extra_env={"GATEWAY__STORE__TIMEOUT_MS": str(STORE_TIMEOUT_MS)},
+    )
+    hit_ids = fresh_ids(30)
+    warm(gateway, hit_ids)
+
+    with new_load(gateway, hit_ids) as load:
+        load.wait_for(PHASE_ANSWERS, lambda a: True, "before the freeze", timeout=60)
+        frozen_at = time.monotonic()
+        fault_node.freeze()
+        try:
+            # Frozen for 10 store timeouts: the load runs on until an answer is sent after that.
+            load.wait_for(1, lambda a: a.sent > frozen_at + FREEZE_SECONDS, "after the freeze span", timeout=30)
+        finally:
+            fault_node.thaw()
+        thawed_at = time.monotonic()
+        load.wait_for(PHASE_ANSWERS, lambda a: a.sent > thawed_at, "after the thaw", timeout=60)
+    answers = load.answers()
+    lost = wait_until_nothing_lost(fault_node.url, answers, timeout=DRAIN_SECONDS)
+
+    report_phases(figures, answers, frozen_at, thawed_at)
+    failed = [a.brief() for a in answers if a.status is None or not 200 <= a.status < 300]
+    assert failed == [], f"{len(failed)} of {len(answers)} requests not answered 2xx: {failed[:10]}"
+    during = [a for a in answers if frozen_at <= a.sent < thawed_at]
+    assert any(a.cache == "bypass" for a in during), "the freeze was seen: answered from the model"
+    assert [a.brief() for a in lost] == [], f"{len(lost)} predictions answered but not in the node after the thaw"
+    figures(f"{len(answers)} requests, 0 non-2xx, 0 of {sum(a.expected == MISS for a in answers)} new predictions lost")
