@@ -130,3 +130,8 @@ def seconds_until_closed(sock: socket.socket, timeout: float) -> float | None:
         except TimeoutError:
             return None
     return None
+
+
+def milliseconds(seconds: float | None) -> str:
+    """`1234 ms`, or `never` for a wait that timed out."""
+    return "never" if seconds is None else f"{seconds * 1000:.0f} ms"
