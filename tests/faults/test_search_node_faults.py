@@ -24,8 +24,9 @@ STORE_TIMEOUT_MS = 300
 
 
 def new_load(gateway: Gateway, hit_ids: list[str]) -> MixedLoad:
-    # 4 clients, a request each 0.2 s plus its latency: ~15-20 requests/s, a few hundred per case.
-    return MixedLoad(gateway.url, hit_ids, fresh_ids(1500), threads=4, pause=0.2, max_requests=1200, max_seconds=150)
+    # 4 clients, a request each 0.4 s plus its latency: ~10 requests/s, a few hundred per case (more
+    # would slow the JVM restart on two shared cores).
+    return MixedLoad(gateway.url, hit_ids, fresh_ids(1500), threads=4, pause=0.4, max_requests=1200, max_seconds=150)
 
 
 def report_phases(figures: Callable[[str], None], answers: list[Answer], fault_at: float, recovered_at: float) -> None:
