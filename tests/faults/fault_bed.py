@@ -1,9 +1,11 @@
 """What the fault cases share besides fixtures: new data ids, signalling a program's process
-group, killing a model service and starting it again on the same port, warming ids."""
+group, killing a model service and starting it again on the same port, warming ids, and
+reading back from the search node which answered predictions it holds."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import signal
@@ -36,20 +38,16 @@ def signal_group(process: ManagedProcess, sig: signal.Signals) -> None:
             os.killpg(process.pid, sig)
 
 
-def kill_and_start_again(service: RunningModelService, timeout: float = 60.0) -> RunningModelService:
-    """SIGKILL a model service, then start the same command on the same port; the new one,
-    once `/health` answers 200. (A new `start_model_service` would pick another port.)"""
-    kill(service.process)
-    return start_again(service)
-
-
 def kill(process: ManagedProcess) -> None:
+    """SIGKILL a program's process group (a crash: nothing flushed) and reap it."""
     signal_group(process, signal.SIGKILL)
     process.wait(timeout=30)
     process.stop()
 
 
 def start_again(service: RunningModelService, timeout: float = 60.0) -> RunningModelService:
+    """The killed model service's command started again, on the same port (a new
+    `start_model_service` would pick another); returns once `/health` answers 200."""
     old = service.process
     process = ManagedProcess(old.name, old.argv, env=old.env, log_dir=old.log_path.parent).start()
     process.wait_until_ready(
@@ -57,7 +55,10 @@ def start_again(service: RunningModelService, timeout: float = 60.0) -> RunningM
         f"{old.name} at {service.url} to answer /health again",
         timeout=timeout,
     )
-    return RunningModelService(process, service.url, service.model_dir, service.data_dir)
+    # A copy keeps whatever else the handle carries (URL, folders, credentials).
+    restarted = copy.copy(service)
+    restarted.process = process
+    return restarted
 
 
 def warm(gateway: Gateway, data_ids: list[str]) -> None:
