@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from faults.fault_bed import signal_group
+from faults.fault_bed import MODEL_SERVICE_ENV, signal_group
 from harness.gateway import Gateway
 from harness.model_service import RunningModelService, start_model_service
 from harness.provisioning import provisioned
@@ -43,7 +43,7 @@ def fault_node(fault_dir: Path) -> Iterator[SearchNode]:
 @pytest.fixture(scope="package")
 def model(venv_bin: Path, fault_dir: Path) -> Iterator[RunningModelService]:
     """The model service shared by the cases that only slow it down (faults reset after each)."""
-    service = start_model_service(venv_bin, fault_dir, name="model-service-faults")
+    service = start_model_service(venv_bin, fault_dir, extra_env=MODEL_SERVICE_ENV, name="model-service-faults")
     try:
         yield service
     finally:

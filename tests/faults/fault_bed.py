@@ -19,8 +19,12 @@ from harness.gateway import Gateway
 from harness.model_service import RunningModelService
 from harness.polling import poll_until
 from harness.process import ManagedProcess
+from harness.provisioning import REPO_ROOT
 
 ALIAS = "gw-faults"
+# The model service of this checkout. The bed's venv installs the package in development
+# mode from whichever clone or worktree provisioned it last; PYTHONPATH comes first.
+MODEL_SERVICE_ENV = {"PYTHONPATH": str(REPO_ROOT / "model-service")}
 _ROWS_IN_DATASET = 120_000
 # Every id the module uses, each once: no case sees another's stored predictions.
 _ROWS = random.Random().sample(range(_ROWS_IN_DATASET), 20_000)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from faults.fault_bed import ALIAS, fresh_ids, kill, signal_group, start_again, warm
+from faults.fault_bed import ALIAS, MODEL_SERVICE_ENV, fresh_ids, kill, signal_group, start_again, warm
 from faults.fault_load import HIT, MISS, Answer, MixedLoad, latency_line
 from harness.gateway import Gateway
 from harness.model_service import RunningModelService, start_model_service
@@ -44,7 +44,7 @@ _own_models = itertools.count(1)
 @pytest.fixture
 def own_model(venv_bin: Path, fault_dir: Path) -> Iterator[OwnModel]:
     name = f"model-service-own-{next(_own_models)}"
-    box = OwnModel(start_model_service(venv_bin, fault_dir, name=name))
+    box = OwnModel(start_model_service(venv_bin, fault_dir, extra_env=MODEL_SERVICE_ENV, name=name))
     try:
         yield box
     finally:
