@@ -347,7 +347,9 @@ impl ConnectionState {
 
     fn expired(&self, limits: &ConnectionLimits) -> bool {
         self.timeout(limits).is_some_and(|timeout| {
-            let waited = self.now_ms() - self.since.load(Ordering::Relaxed);
+            let waited = self
+                .now_ms()
+                .saturating_sub(self.since.load(Ordering::Relaxed));
             Duration::from_millis(waited) >= timeout
         })
     }
@@ -482,6 +484,13 @@ impl AsyncWrite for TrackedIo {
 /// if `head` is not one.
 fn json_parse_error_answer(head: &[u8]) -> Option<Vec<u8>> {
     let status = head.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
+    // The router's own answers carry a body and its type; hyper's automatic one does not.
+    if head
+        .windows(b"content-type".len())
+        .any(|w| w.eq_ignore_ascii_case(b"content-type"))
+    {
+        return None;
+    }
     let (code, reason, message) = match status {
         b"400" => (
             "bad_request",
@@ -546,6 +555,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\n\r\n",
             "HTTP/1.1 100 Continue\r\n\r\n",
             "HTTP/1.1 413 Payload Too Large\r\n\r\n",
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\r\n{}",
         ] {
             assert!(json_parse_error_answer(head.as_bytes()).is_none(), "{head}");
         }
