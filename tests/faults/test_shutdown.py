@@ -33,16 +33,17 @@ def shutdown_env(drain_ms: int, grace_ms: int) -> dict[str, str]:
     }
 
 
-def readyz_statuses(url: str, since: float, seconds: float) -> list[tuple[float, int | None]]:
+def readyz_statuses(url: str, since: float, seconds: float) -> list[tuple[float, float, int | None]]:
     """`/readyz` asked again and again until `seconds` after `since` (a new connection each
-    time): (seconds since `since`, status or None when not answered)."""
-    statuses: list[tuple[float, int | None]] = []
+    time): (asked, answered) in seconds since `since`, and the status (None: no answer)."""
+    statuses: list[tuple[float, float, int | None]] = []
     while time.monotonic() - since < seconds:
         asked = time.monotonic() - since
         try:
-            statuses.append((asked, requests.get(f"{url}/readyz", timeout=1).status_code))
+            status: int | None = requests.get(f"{url}/readyz", timeout=1).status_code
         except requests.RequestException:
-            statuses.append((asked, None))
+            status = None
+        statuses.append((asked, time.monotonic() - since, status))
         time.sleep(0.02)
     return statuses
 
@@ -88,9 +89,13 @@ def test_sigterm_under_load_answers_every_request_of_the_drain_and_loses_no_queu
     before_drain_end = [a for a in answers if a.sent < drain_end - EDGE_SECONDS]
     during_drain = [a for a in answers if term_at + EDGE_SECONDS < a.sent < drain_end - EDGE_SECONDS]
     unanswered = [a.brief() for a in before_drain_end if a.status is None]
-    first_503 = next((asked for asked, status in readyz if status == 503), None)
+    first_503 = next((asked for asked, _, status in readyz if status == 503), None)
+    asks = ", ".join(
+        f"{status} asked {asked * 1000:.0f} ms answered {answered * 1000:.0f} ms"
+        for asked, answered, status in readyz[:2]
+    )
     figures(
-        f"/readyz 503 after {milliseconds(first_503)}; exit {exit_code} after "
+        f"/readyz after SIGTERM: {asks}; exit {exit_code} after "
         f"{milliseconds(exited_at - term_at)} (drain {DRAIN_MS} + grace {GRACE_MS} ms)"
     )
     figures(latency_line("requests sent during the drain", [a.seconds for a in during_drain if a.status is not None]))
@@ -101,7 +106,7 @@ def test_sigterm_under_load_answers_every_request_of_the_drain_and_loses_no_queu
 
     assert first_503 is not None, f"/readyz never answered 503 in the drain: {readyz}"
     assert first_503 <= 0.5, f"/readyz answered 503 at once: {readyz}"
-    assert {status for asked, status in readyz if asked >= first_503} == {503}, f"and stayed 503: {readyz}"
+    assert {status for asked, _, status in readyz if asked >= first_503} == {503}, f"and stayed 503: {readyz}"
     assert exit_code == 0, gateway.process.log_text()[-3000:]
     assert exited_at - term_at <= (DRAIN_MS + GRACE_MS) / 1000, "exit within drain + grace"
     assert unanswered == [], f"requests sent before the drain ended got no answer: {unanswered[:10]}"
