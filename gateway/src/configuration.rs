@@ -261,6 +261,8 @@ impl Settings {
                     _ => return Err(invalid(name, value, "log format (text or json)")),
                 }
             }
+            // Baggage caps: read by `telemetry::init` with the `OTEL_*` variables.
+            "TELEMETRY__BAGGAGE_MAX_ENTRIES" | "TELEMETRY__BAGGAGE_MAX_BYTES" => {}
             _ => return Err(ConfigurationError::UnknownSetting(name.to_owned())),
         }
         Ok(())
