@@ -342,8 +342,13 @@ mod tests {
             ("get", "_OTHER", Some("get")),
         ];
         for (method, name, original) in cases {
-            let (normalized, kept) = known.normalize(&Method::from_bytes(method.as_bytes()).unwrap());
-            assert_eq!((&*normalized, kept.as_deref()), (name, original), "{method}");
+            let (normalized, kept) =
+                known.normalize(&Method::from_bytes(method.as_bytes()).unwrap());
+            assert_eq!(
+                (&*normalized, kept.as_deref()),
+                (name, original),
+                "{method}"
+            );
         }
     }
 

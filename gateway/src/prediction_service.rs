@@ -225,6 +225,7 @@ impl PredictionService {
         let hits = items.iter().filter(|o| o.cache == CacheResult::Hit).count();
         span.set_attribute("ml.model.name", model.name.clone());
         span.set_attribute("ml.model.version", model.version.clone());
+        span.set_attribute("ml.run_id", model.run_id.clone());
         span.set_attribute("ml.batch.size", seen.len() as i64);
         span.set_attribute("ml.batch.hits", hits as i64);
         span.set_attribute("ml.batch.not_found", not_found.len() as i64);
