@@ -1,5 +1,6 @@
 //! Copies `ml.*` baggage entries onto the spans started in their context, capped in
-//! entries and bytes, and never over an attribute the gateway sets on the span itself.
+//! entries and bytes, never for a name the gateway owns, and never over an attribute
+//! the gateway sets on the span itself.
 //!
 //! The SDK appends every `set_attribute` without replacing an earlier value of the same
 //! key, so copying baggage at span start would give a span two `ml.batch.size` values.
@@ -20,6 +21,20 @@ use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
 /// The prefix of the baggage entries that become span attributes.
 const ML_PREFIX: &str = "ml.";
+
+/// `ml.*` names the gateway owns: what they say is known only to the gateway, so a
+/// client's baggage never supplies them, not even on a span the gateway leaves them off
+/// (a store span with a caller's `ml.data_id` would point at the wrong row).
+const OWNED_NAMES: [&str; 8] = [
+    "ml.data_id",
+    "ml.model.name",
+    "ml.model.version",
+    "ml.run_id",
+    "ml.cache.result",
+    "ml.batch.size",
+    "ml.batch.hits",
+    "ml.batch.not_found",
+];
 
 /// How much baggage may become attributes of one span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +85,9 @@ pub fn capped_entries(cx: &Context, limits: BaggageLimits) -> Vec<KeyValue> {
     let mut entries: Vec<(&str, String)> = cx
         .baggage()
         .iter()
-        .filter(|(key, _)| key.as_str().starts_with(ML_PREFIX))
+        .filter(|(key, _)| {
+            key.as_str().starts_with(ML_PREFIX) && !OWNED_NAMES.contains(&key.as_str())
+        })
         .map(|(key, (value, _))| (key.as_str(), value.as_str().to_owned()))
         .collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -148,8 +165,14 @@ mod tests {
     }
 
     #[test]
-    fn only_ml_entries_within_the_entry_cap_are_kept_in_key_order() {
-        let cx = context(&[("ml.c", "3"), ("other", "x"), ("ml.a", "1"), ("ml.b", "2")]);
+    fn only_ml_entries_not_owned_by_the_gateway_within_the_entry_cap_are_kept_in_key_order() {
+        let cx = context(&[
+            ("ml.c", "3"),
+            ("other", "x"),
+            ("ml.a", "1"),
+            ("ml.data_id", "spoofed"),
+            ("ml.b", "2"),
+        ]);
         let limits = BaggageLimits {
             max_entries: 2,
             max_bytes: 1024,
@@ -184,10 +207,10 @@ mod tests {
                 BaggageLimits::default(),
             ))
             .build();
-        let cx = context(&[("ml.batch.size", "9999"), ("ml.experiment", "e1")]);
+        let cx = context(&[("ml.tag", "from-baggage"), ("ml.experiment", "e1")]);
 
         let mut span = provider.tracer("test").start_with_context("batch", &cx);
-        span.set_attribute(KeyValue::new("ml.batch.size", 3_i64));
+        span.set_attribute(KeyValue::new("ml.tag", 3_i64));
         span.end();
 
         let spans = exporter.get_finished_spans().unwrap();
@@ -199,7 +222,7 @@ mod tests {
         assert_eq!(
             attributes,
             [
-                ("ml.batch.size".to_owned(), "3".to_owned()),
+                ("ml.tag".to_owned(), "3".to_owned()),
                 ("ml.experiment".to_owned(), "e1".to_owned())
             ]
         );
