@@ -13,6 +13,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from model_service.api.admin_auth import AdminTokenSettingsError
 from model_service.core.config import Settings
 from model_service.core.telemetry import configure_telemetry
 from model_service.main import create_app
@@ -52,7 +53,7 @@ def main() -> int:
     guard = configure_telemetry(settings.log_level)
     try:
         app = create_app(settings)
-    except UnknownModelVersionError as error:
+    except (UnknownModelVersionError, AdminTokenSettingsError) as error:
         logger.error("cannot start: %s", error)
         guard.flush()
         return 2

@@ -28,6 +28,8 @@ from model_service.train import Hyperparameters, TrainingResult, run_training
 
 # Small enough to train in about a second; the shipped size is trained once per session.
 SMALL_ROWS = 5_000
+# The admin token of the test apps; `client_for` sends it with every request.
+ADMIN_TOKEN = "test-admin-token-4f9c2b"
 
 
 @dataclass
@@ -83,7 +85,10 @@ def telemetry(session_telemetry: Telemetry) -> Telemetry:
 
 
 def settings_for(root: Path, **overrides: object) -> Settings:
-    return Settings(model_dir=root / "models", data_dir=root / "data", **overrides)
+    """Settings serving from `root`, with the test admin token unless `overrides` say otherwise."""
+    return Settings(
+        **{"model_dir": root / "models", "data_dir": root / "data", "admin_token": ADMIN_TOKEN, **overrides}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -110,13 +115,18 @@ def small_hyperparameters() -> Hyperparameters:
 
 @pytest.fixture
 def client_for(telemetry: Telemetry) -> Iterator[Callable[[Settings], TestClient]]:
-    """Builds a traced test client of an app with the given settings; server errors come back as responses."""
+    """Builds a traced test client of an app with the given settings; server errors come back as responses.
+
+    The client sends `Authorization: Bearer <the settings' admin token>` when there is one.
+    """
     clients: list[TestClient] = []
 
     def build(settings: Settings) -> TestClient:
         app = create_app(settings)
         FastAPIInstrumentor.instrument_app(app, tracer_provider=telemetry.tracer_provider)
-        clients.append(TestClient(app, raise_server_exceptions=False).__enter__())
+        token = settings.admin_token
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else None
+        clients.append(TestClient(app, raise_server_exceptions=False, headers=headers).__enter__())
         return clients[-1]
 
     yield build

@@ -67,7 +67,13 @@ def test_faults_can_be_set_by_the_environment(shipped_settings, client_for, monk
     monkeypatch.setenv("MODEL_SERVICE__FAULT_ERROR_RATE", "1.0")
     monkeypatch.setenv("MODEL_SERVICE__FAULT_LATENCY_MS", "5")
 
-    client = client_for(Settings(model_dir=shipped_settings.model_dir, data_dir=shipped_settings.data_dir))
+    client = client_for(
+        Settings(
+            model_dir=shipped_settings.model_dir,
+            data_dir=shipped_settings.data_dir,
+            admin_token=shipped_settings.admin_token,
+        )
+    )
 
     assert client.get("/admin/faults").json() == {"latency_ms": 5, "error_rate": 1.0}
     assert client.post("/predict", json={"data_id": KNOWN_ID}).status_code == 500

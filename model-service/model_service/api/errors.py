@@ -11,6 +11,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model_service.api.admin_auth import AdminDisabledError, AdminUnauthorizedError
 from model_service.faults import InjectedFaultError
 from model_service.model import NoModelAvailableError, UnknownModelVersionError
 from model_service.prediction_service import BatchTooLargeError, UnknownDataIdError
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 _RETRY_AFTER_NO_MODEL = "5"
 # A batch of 1,000 bad ids would otherwise give a 1,000-part message.
 _PROBLEMS_DESCRIBED = 5
+# The protection space of the admin token, named in 401 challenges.
+_ADMIN_REALM = "model-service-admin"
 # Errors Starlette raises itself (routing, body parsing); any other status maps to "http_error".
 _CODE_OF_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
 
@@ -57,6 +60,17 @@ async def _injected_fault(_: Request, error: InjectedFaultError) -> JSONResponse
     _mark_request_span_failed(error)
     logger.error("injected fault: %s", error)
     return error_response(500, "injected_fault", str(error))
+
+
+async def _admin_disabled(_: Request, error: AdminDisabledError) -> JSONResponse:
+    # 403, not 401: no credential can help until the operator configures a token.
+    return error_response(403, "admin_disabled", str(error))
+
+
+async def _admin_unauthorized(_: Request, error: AdminUnauthorizedError) -> JSONResponse:
+    # RFC 6750, section 3: the challenge names the scheme, and `invalid_token` when a token was sent.
+    challenge = f'Bearer realm="{_ADMIN_REALM}"' + (', error="invalid_token"' if error.token_presented else "")
+    return error_response(401, "unauthorized", str(error), headers={"WWW-Authenticate": challenge})
 
 
 async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -96,6 +110,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BatchTooLargeError, _batch_too_large)
     app.add_exception_handler(NoModelAvailableError, _no_model)
     app.add_exception_handler(InjectedFaultError, _injected_fault)
+    app.add_exception_handler(AdminDisabledError, _admin_disabled)
+    app.add_exception_handler(AdminUnauthorizedError, _admin_unauthorized)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
