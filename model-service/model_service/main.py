@@ -1,4 +1,4 @@
-"""create_app: builds the FastAPI application from settings (no port, no telemetry set-up)."""
+"""create_app: builds the FastAPI application from settings (no port; of telemetry only the HTTP instrumentation)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from model_service.api.admin_auth import AdminToken
 from model_service.api.errors import install_error_handlers
 from model_service.api.routes import admin, health, model_info, predict
 from model_service.core.config import Settings
+from model_service.core.telemetry import instrument_http
 from model_service.faults import FaultInjector, FaultSettings
 from model_service.model import ModelRegistry, NoModelAvailableError
 from model_service.prediction_service import PredictionService
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="model-service", description="Credit-default predictions for data ids")
     app.state.prediction_service = service
     app.state.admin_token = admin_token
+    instrument_http(app)
     install_error_handlers(app)
     for routes in (predict, model_info, health, admin):
         app.include_router(routes.router)

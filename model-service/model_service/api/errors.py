@@ -8,7 +8,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_service.api.admin_auth import AdminDisabledError, AdminUnauthorizedError
@@ -16,6 +15,7 @@ from model_service.faults import InjectedFaultError
 from model_service.model import NoModelAvailableError, UnknownModelVersionError
 from model_service.prediction_service import BatchTooLargeError, UnknownDataIdError
 from model_service.schemas import ErrorDetail, ErrorResponse
+from model_service.spans import record_failure
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +98,8 @@ async def _unexpected(_: Request, error: Exception) -> JSONResponse:
 
 
 def _mark_request_span_failed(error: Exception) -> None:
-    span = trace.get_current_span()
-    span.record_exception(error)
-    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+    # Handled here (it becomes a 500 answer), so it does not escape the server span.
+    record_failure(trace.get_current_span(), error, escaped=False)
 
 
 def install_error_handlers(app: FastAPI) -> None:
