@@ -85,3 +85,23 @@ def test_faults_can_be_set_by_the_environment(shipped_settings, client_for, monk
 
     assert client.get("/admin/faults").json() == {"latency_ms": 5, "error_rate": 1.0}
     assert client.post("/predict", json={"data_id": KNOWN_ID}).status_code == 500
+
+
+def test_an_unexpected_error_is_an_opaque_500_recorded_once_on_the_server_span(client, telemetry):
+    def failing_route() -> None:
+        raise RuntimeError("disk on fire")
+
+    # A real route of the real app, so the error takes the path of any bug in a handler.
+    client.app.add_api_route("/failing", failing_route)
+    client.app.middleware_stack = None
+
+    response = client.get("/failing")
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "disk on fire" not in response.text
+    [server] = telemetry.spans_named("GET /failing")
+    assert server.status.status_code == StatusCode.ERROR
+    [event] = [event for span in telemetry.spans() for event in span.events if event.name == "exception"]
+    assert event.attributes[EXCEPTION_TYPE] == "RuntimeError"
+    assert event.attributes[EXCEPTION_ESCAPED] is False

@@ -8,6 +8,7 @@ import functools
 import secrets
 import shutil
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 import requests
@@ -26,7 +27,7 @@ SERVICE_OTEL_ENV = {
     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
     "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "health",
     "OTEL_TRACES_SAMPLER": "parentbased_always_on",
-    "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=test-bed,service.version=0.1.0",
+    "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment.name=test-bed,service.version={version('model-service')}",
 }
 
 

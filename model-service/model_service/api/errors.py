@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_service.api.admin_auth import AdminDisabledError, AdminUnauthorizedError
 from model_service.faults import InjectedFaultError
@@ -91,10 +92,38 @@ async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse
     return error_response(error.status_code, code, str(error.detail), headers=error.headers)
 
 
-async def _unexpected(_: Request, error: Exception) -> JSONResponse:
-    _mark_request_span_failed(error)
-    logger.exception("unexpected error while serving a request")
-    return error_response(500, "internal_error", "internal error; the trace id identifies it")
+class UnexpectedErrorMiddleware:
+    """Answers an exception that no handler maps with the opaque JSON 500, inside the app.
+
+    Registered as a handler of `Exception`, it would run in Starlette's outermost
+    ServerErrorMiddleware, which re-raises after answering: through the FastAPI
+    instrumentation, which records the exception on the server span a second time (with
+    `exception.escaped` as a string). Caught here, it is recorded once, by us.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as error:
+            if response_started:
+                raise  # too late for an answer; the server closes the connection
+            _mark_request_span_failed(error)
+            logger.exception("unexpected error while serving a request")
+            response = error_response(500, "internal_error", "internal error; the trace id identifies it")
+            await response(scope, receive, send)
 
 
 def _mark_request_span_failed(error: Exception) -> None:
@@ -103,7 +132,7 @@ def _mark_request_span_failed(error: Exception) -> None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register every mapping above on `app`."""
+    """Register every mapping above on `app`, and the catch-all for the rest."""
     app.add_exception_handler(UnknownDataIdError, _unknown_data_id)
     app.add_exception_handler(UnknownModelVersionError, _unknown_model_version)
     app.add_exception_handler(BatchTooLargeError, _batch_too_large)
@@ -113,4 +142,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AdminUnauthorizedError, _admin_unauthorized)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(UnexpectedErrorMiddleware)
