@@ -41,6 +41,14 @@ test-model-service:
 test-e2e:
 	venv=$(VENV); cd tests && "$$venv/bin/pytest"
 
+## The performance benchmark (bench/RESULTS.md): its own search node, model service and release
+## gateways, driven by wrk, a few minutes; never part of `make test`. Extra flags: BENCH_ARGS
+## (e.g. BENCH_ARGS="--seconds 10 --repeats 5").
+.PHONY: bench
+bench:
+	bash bench/provision-wrk.sh
+	venv=$(VENV); "$$venv/bin/python" bench/bench.py $(BENCH_ARGS)
+
 ## The validation runbook against the running compose stack: traffic, a controlled failure,
 ## then the checks in Elasticsearch and p95 per stage (deploy/README.md, "Validation runbook").
 ## The `elastic` password: ELASTIC_PASSWORD, else the one the stack keeps in its secrets volume.

@@ -30,10 +30,12 @@ if [[ -z "$(ls -A "$MODEL_SERVICE__MODEL_DIR")" ]]; then
   OTEL_SERVICE_NAME=model-training "$venv/bin/python" -m model_service.train
 fi
 
-echo "run: building the gateway" >&2
+# Release: load tests against the prediction endpoint are one of its uses, and a debug
+# build is several times slower.
+echo "run: building the gateway (release)" >&2
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/cargo-target}"
-cargo build --quiet -p gateway --manifest-path "$here/Cargo.toml"
-gateway_bin="$CARGO_TARGET_DIR/debug/gateway"
+cargo build --quiet --release -p gateway --manifest-path "$here/Cargo.toml"
+gateway_bin="$CARGO_TARGET_DIR/release/gateway"
 
 pids=()
 stop_all() {
