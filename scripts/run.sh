@@ -81,6 +81,7 @@ pids+=("$!")
 
 OTEL_SERVICE_NAME="${GATEWAY_OTEL_SERVICE_NAME:-inference-gateway}" \
 GATEWAY__SERVER__PORT="$gateway_port" \
+GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS="${GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS:-0}" \
 GATEWAY__MODEL__URL="${GATEWAY__MODEL__URL:-http://127.0.0.1:$model_port}" \
   "$gateway_bin" &
 pids+=("$!")

@@ -1,8 +1,13 @@
 //! A circuit breaker for the model service: after repeated failures to reach it, misses
 //! fail fast (503 with `Retry-After`) instead of each waiting for a timeout; after a
 //! cool-down one trial call goes through, and a success closes the circuit again.
+//!
+//! The right to call is a [`Permit`]: whatever happens to the call (answered, failed,
+//! or its future dropped by a client hang-up or a deadline), the permit reports an
+//! outcome when it goes away, so the half-open state can never wait for a report that
+//! cannot come.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Breaker state, shared by every request.
@@ -15,13 +20,13 @@ pub struct CircuitBreaker {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Calls go through; `failures` consecutive ones failed so far.
     Closed { failures: u32 },
     /// Calls fail fast until `until`.
     Open { until: Instant },
-    /// One trial call is in flight; others fail fast until it reports.
+    /// One trial call is in flight; others fail fast until its permit reports.
     HalfOpen,
 }
 
@@ -32,62 +37,87 @@ pub struct Open {
     pub retry_after: Duration,
 }
 
+/// What a permitted call came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The service answered (whatever it answered).
+    Reached,
+    /// The service could not be reached or did not answer in time.
+    Unreachable,
+}
+
+/// The right to make one call. Report with [`Permit::report`]; dropped without a report
+/// (the call's future was cancelled), it counts as a call that learned nothing: a trial
+/// call gives its turn back at once, so the next caller becomes the trial.
+#[derive(Debug)]
+#[must_use = "a permit reports the call's outcome; dropping it unreported gives the turn back"]
+pub struct Permit {
+    breaker: Arc<CircuitBreaker>,
+    trial: bool,
+    reported: bool,
+}
+
 impl CircuitBreaker {
     /// A closed breaker that opens after `threshold` consecutive failures for `cool_down`.
-    pub fn new(threshold: u32, cool_down: Duration) -> Self {
-        Self {
+    pub fn new(threshold: u32, cool_down: Duration) -> Arc<Self> {
+        Arc::new(Self {
             threshold: threshold.max(1),
             cool_down,
             state: Mutex::new(State::Closed { failures: 0 }),
-        }
+        })
     }
 
-    /// Asks to make a call: `Ok` to go ahead (then report with `succeeded`/`failed`).
-    pub fn admit(&self) -> Result<(), Open> {
+    /// Asks to make a call: a [`Permit`] to go ahead, or how long the circuit stays open.
+    pub fn admit(self: &Arc<Self>) -> Result<Permit, Open> {
         let mut state = self.lock();
-        match *state {
-            State::Closed { .. } => Ok(()),
+        let trial = match *state {
+            State::Closed { .. } => false,
             State::Open { until } => {
                 let now = Instant::now();
-                if now >= until {
-                    *state = State::HalfOpen;
-                    tracing::info!("model circuit half-open: letting one trial call through");
-                    Ok(())
-                } else {
-                    Err(Open {
+                if now < until {
+                    return Err(Open {
                         retry_after: until - now,
-                    })
+                    });
                 }
+                *state = State::HalfOpen;
+                tracing::info!("model circuit half-open: letting one trial call through");
+                true
             }
-            State::HalfOpen => Err(Open {
-                retry_after: Duration::from_secs(1),
-            }),
-        }
+            // The trial's permit reports (or is dropped) soon: retry in a second.
+            State::HalfOpen => {
+                return Err(Open {
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        };
+        Ok(Permit {
+            breaker: Arc::clone(self),
+            trial,
+            reported: false,
+        })
     }
 
-    /// Reports a call that reached the service.
-    pub fn succeeded(&self) {
+    fn succeeded(&self) {
         let mut state = self.lock();
-        if !matches!(*state, State::Closed { failures: 0 }) {
-            if matches!(*state, State::HalfOpen | State::Open { .. }) {
-                tracing::info!("model circuit closed: the model service answers again");
-            }
-            *state = State::Closed { failures: 0 };
+        if matches!(*state, State::HalfOpen | State::Open { .. }) {
+            tracing::info!("model circuit closed: the model service answers again");
         }
+        *state = State::Closed { failures: 0 };
     }
 
-    /// Reports a call that could not reach the service (down or timed out).
-    pub fn failed(&self) {
+    fn failed(&self) {
         let mut state = self.lock();
         let failures = match *state {
             State::Closed { failures } => failures + 1,
             State::HalfOpen | State::Open { .. } => self.threshold,
         };
         if failures >= self.threshold {
-            tracing::warn!(
-                cool_down_ms = self.cool_down.as_millis() as u64,
-                "model circuit open: failing model calls fast"
-            );
+            if !matches!(*state, State::Open { .. }) {
+                tracing::warn!(
+                    cool_down_ms = self.cool_down.as_millis() as u64,
+                    "model circuit open: failing model calls fast"
+                );
+            }
             *state = State::Open {
                 until: Instant::now() + self.cool_down,
             };
@@ -96,8 +126,38 @@ impl CircuitBreaker {
         }
     }
 
+    /// A trial whose call was cancelled: the circuit stays open but due, so the next
+    /// caller makes the trial at once.
+    fn trial_abandoned(&self) {
+        let mut state = self.lock();
+        if *state == State::HalfOpen {
+            *state = State::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Permit {
+    /// Reports what the call came to; consumes the permit.
+    pub fn report(mut self, outcome: CallOutcome) {
+        self.reported = true;
+        match outcome {
+            CallOutcome::Reached => self.breaker.succeeded(),
+            CallOutcome::Unreachable => self.breaker.failed(),
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.reported && self.trial {
+            self.breaker.trial_abandoned();
+        }
     }
 }
 
@@ -105,19 +165,26 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
+    fn fail(breaker: &Arc<CircuitBreaker>) {
+        breaker
+            .admit()
+            .expect("admitted")
+            .report(CallOutcome::Unreachable);
+    }
+
     #[test]
     fn a_closed_breaker_admits_calls_and_tolerates_fewer_failures_than_the_threshold() {
         let breaker = CircuitBreaker::new(3, Duration::from_secs(60));
-        breaker.failed();
-        breaker.failed();
+        fail(&breaker);
+        fail(&breaker);
         assert!(breaker.admit().is_ok());
     }
 
     #[test]
     fn the_threshold_of_consecutive_failures_opens_it() {
         let breaker = CircuitBreaker::new(2, Duration::from_secs(60));
-        breaker.failed();
-        breaker.failed();
+        fail(&breaker);
+        fail(&breaker);
         let open = breaker.admit().unwrap_err();
         assert!(open.retry_after > Duration::from_secs(50));
     }
@@ -125,30 +192,76 @@ mod tests {
     #[test]
     fn a_success_resets_the_count() {
         let breaker = CircuitBreaker::new(2, Duration::from_secs(60));
-        breaker.failed();
-        breaker.succeeded();
-        breaker.failed();
+        fail(&breaker);
+        breaker.admit().unwrap().report(CallOutcome::Reached);
+        fail(&breaker);
         assert!(breaker.admit().is_ok());
     }
 
     #[test]
     fn after_the_cool_down_one_trial_goes_through_and_its_success_closes_it() {
         let breaker = CircuitBreaker::new(1, Duration::ZERO);
-        breaker.failed();
-        assert!(breaker.admit().is_ok(), "the trial call");
+        fail(&breaker);
+        let trial = breaker.admit().expect("the trial call");
         assert!(breaker.admit().is_err(), "others wait for the trial");
-        breaker.succeeded();
+        trial.report(CallOutcome::Reached);
         assert!(breaker.admit().is_ok());
     }
 
     #[test]
     fn a_failed_trial_opens_it_again() {
-        let breaker = CircuitBreaker::new(5, Duration::ZERO);
+        let breaker = CircuitBreaker::new(5, Duration::from_secs(60));
         for _ in 0..5 {
-            breaker.failed();
+            fail(&breaker);
         }
-        assert!(breaker.admit().is_ok());
-        breaker.failed();
+        *breaker.lock() = State::Open {
+            until: Instant::now(),
+        };
+        fail(&breaker);
         assert!(matches!(*breaker.lock(), State::Open { .. }));
+        assert!(breaker.admit().is_err());
+    }
+
+    #[test]
+    fn a_dropped_trial_permit_lets_the_next_caller_make_the_trial() {
+        let breaker = CircuitBreaker::new(1, Duration::ZERO);
+        fail(&breaker);
+        let trial = breaker.admit().expect("the trial call");
+        drop(trial);
+        let next = breaker.admit().expect("the next caller is the new trial");
+        next.report(CallOutcome::Reached);
+        assert_eq!(*breaker.lock(), State::Closed { failures: 0 });
+    }
+
+    #[test]
+    fn a_trial_future_cancelled_by_a_deadline_never_wedges_the_circuit() {
+        let breaker = CircuitBreaker::new(1, Duration::ZERO);
+        fail(&breaker);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let trial_call = {
+            let breaker = Arc::clone(&breaker);
+            async move {
+                let permit = breaker.admit().expect("the trial call");
+                std::future::pending::<()>().await;
+                permit.report(CallOutcome::Reached);
+            }
+        };
+        let cancelled = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_millis(10), trial_call).await });
+        assert!(cancelled.is_err(), "the trial call was cut off");
+        assert!(
+            breaker.admit().is_ok(),
+            "the circuit lets a new trial through"
+        );
+    }
+
+    #[test]
+    fn permits_of_a_closed_circuit_dropped_unreported_change_nothing() {
+        let breaker = CircuitBreaker::new(1, Duration::from_secs(60));
+        drop(breaker.admit().unwrap());
+        assert_eq!(*breaker.lock(), State::Closed { failures: 0 });
     }
 }

@@ -56,6 +56,25 @@ pub struct ServerSettings {
     /// Most ids in one batch request (`GATEWAY__SERVER__MAX_BATCH_SIZE`, default 1000):
     /// bounds the multi-get, the model call and the bulk write of one request.
     pub max_batch_size: usize,
+    /// Time a client has to send a whole request head once it sent its first byte
+    /// (`GATEWAY__SERVER__HEADER_READ_TIMEOUT_MS`, default 10000): a client dribbling a
+    /// head cannot hold a connection.
+    pub header_read_timeout_ms: u64,
+    /// Time a connection may sit with no request in progress, fresh or kept alive
+    /// (`GATEWAY__SERVER__IDLE_TIMEOUT_MS`, default 60000), then it is closed.
+    pub idle_timeout_ms: u64,
+    /// Open client connections at most (`GATEWAY__SERVER__MAX_CONNECTIONS`, default
+    /// 10000, lowered to fit the process's open-file limit): at the cap the longest-idle
+    /// connection is closed to make room, so idle sockets cannot lock new clients out.
+    pub max_connections: usize,
+    /// After SIGTERM, how long `/readyz` answers 503 while requests are still served
+    /// (`GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS`, default 5000): time for a load balancer
+    /// to take the gateway out before it stops accepting.
+    pub shutdown_drain_delay_ms: u64,
+    /// Then how long in-flight requests have to finish before every remaining connection
+    /// is closed (`GATEWAY__SERVER__SHUTDOWN_GRACE_MS`, default 15000). Drain delay, grace
+    /// and the write-behind drain together stay inside Kubernetes' default 30 s.
+    pub shutdown_grace_ms: u64,
 }
 
 /// Where predictions are kept.
@@ -82,6 +101,9 @@ pub struct StoreSettings {
     /// Predictions waiting for a store write retry (`GATEWAY__STORE__WRITE_BEHIND_CAPACITY`,
     /// default 10000); beyond it they are dropped, counted and logged.
     pub write_behind_capacity: usize,
+    /// Attempts the write-behind queue makes per prediction before giving it up
+    /// (`GATEWAY__STORE__WRITE_BEHIND_MAX_ATTEMPTS`, default 8: about 16 s of backoff).
+    pub write_behind_max_attempts: u32,
 }
 
 /// The model service and how the gateway follows its live version.
@@ -116,6 +138,11 @@ impl Default for Settings {
                 max_in_flight: 512,
                 max_body_bytes: 256 * 1024,
                 max_batch_size: 1_000,
+                header_read_timeout_ms: 10_000,
+                idle_timeout_ms: 60_000,
+                max_connections: 10_000,
+                shutdown_drain_delay_ms: 5_000,
+                shutdown_grace_ms: 15_000,
             },
             store: StoreSettings {
                 url: None,
@@ -126,6 +153,7 @@ impl Default for Settings {
                 timeout_ms: 2_000,
                 compression: false,
                 write_behind_capacity: 10_000,
+                write_behind_max_attempts: 8,
             },
             model: ModelSettings {
                 url: "http://127.0.0.1:8001".into(),
@@ -158,6 +186,9 @@ pub enum ConfigurationError {
     /// A `GATEWAY__` variable that names no setting (a typo would otherwise go unnoticed).
     #[error("{0} is not a gateway setting")]
     UnknownSetting(String),
+    /// Settings that each parse but cannot work together.
+    #[error("{0}")]
+    Inconsistent(String),
     /// A `..._FILE` secret could not be read.
     #[error("cannot read the secret file {path} named by {name}")]
     SecretFile {
@@ -193,7 +224,21 @@ impl Settings {
         for name in names {
             settings.apply(name, &vars[name])?;
         }
+        settings.check()?;
         Ok(settings)
+    }
+
+    /// Rejects combinations that cannot work: a model call allowed to outlast the request
+    /// that waits for it would be cut off by the request deadline on every slow answer.
+    fn check(&self) -> Result<(), ConfigurationError> {
+        if self.model.timeout_ms >= self.server.request_timeout_ms {
+            return Err(ConfigurationError::Inconsistent(format!(
+                "GATEWAY__MODEL__TIMEOUT_MS ({}) must be shorter than \
+                 GATEWAY__SERVER__REQUEST_TIMEOUT_MS ({})",
+                self.model.timeout_ms, self.server.request_timeout_ms
+            )));
+        }
+        Ok(())
     }
 
     fn apply(&mut self, name: &str, value: &str) -> Result<(), ConfigurationError> {
@@ -219,6 +264,24 @@ impl Settings {
                     return Err(invalid(name, value, "positive count"));
                 }
             }
+            "SERVER__HEADER_READ_TIMEOUT_MS" => {
+                self.server.header_read_timeout_ms = parse(name, value, "number of milliseconds")?
+            }
+            "SERVER__IDLE_TIMEOUT_MS" => {
+                self.server.idle_timeout_ms = parse(name, value, "number of milliseconds")?
+            }
+            "SERVER__MAX_CONNECTIONS" => {
+                self.server.max_connections = parse(name, value, "positive count")?;
+                if self.server.max_connections == 0 {
+                    return Err(invalid(name, value, "positive count"));
+                }
+            }
+            "SERVER__SHUTDOWN_DRAIN_DELAY_MS" => {
+                self.server.shutdown_drain_delay_ms = parse(name, value, "number of milliseconds")?
+            }
+            "SERVER__SHUTDOWN_GRACE_MS" => {
+                self.server.shutdown_grace_ms = parse(name, value, "number of milliseconds")?
+            }
             "STORE__URL" => self.store.url = non_empty(value),
             "STORE__INDEX_ALIAS" => {
                 // The alias goes into request paths: only index-name characters.
@@ -243,6 +306,12 @@ impl Settings {
             "STORE__COMPRESSION" => self.store.compression = parse(name, value, "true or false")?,
             "STORE__WRITE_BEHIND_CAPACITY" => {
                 self.store.write_behind_capacity = parse(name, value, "count")?
+            }
+            "STORE__WRITE_BEHIND_MAX_ATTEMPTS" => {
+                self.store.write_behind_max_attempts = parse(name, value, "positive count")?;
+                if self.store.write_behind_max_attempts == 0 {
+                    return Err(invalid(name, value, "positive count"));
+                }
             }
             "MODEL__URL" => self.model.url = value.trim_end_matches('/').to_owned(),
             "MODEL__TIMEOUT_MS" => {
@@ -284,6 +353,26 @@ impl ServerSettings {
     /// Total deadline of one request.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Time to send a whole request head.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// Time a connection may sit with no request in progress.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// How long requests are still served after SIGTERM, with readiness failing.
+    pub fn shutdown_drain_delay(&self) -> Duration {
+        Duration::from_millis(self.shutdown_drain_delay_ms)
+    }
+
+    /// How long in-flight requests may take to finish once the gateway stops accepting.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
     }
 }
 
@@ -437,6 +526,22 @@ mod tests {
                 Settings::from_vars(vars(&[("GATEWAY__STORE__INDEX_ALIAS", alias)])).is_err(),
                 "{alias:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_model_timeout_not_shorter_than_the_request_deadline_is_rejected() {
+        for (model, request) in [("10000", "10000"), ("12000", "10000")] {
+            let error = Settings::from_vars(vars(&[
+                ("GATEWAY__MODEL__TIMEOUT_MS", model),
+                ("GATEWAY__SERVER__REQUEST_TIMEOUT_MS", request),
+            ]))
+            .unwrap_err();
+            assert!(
+                matches!(error, ConfigurationError::Inconsistent(_)),
+                "{model} vs {request}"
+            );
+            assert!(error.to_string().contains("GATEWAY__MODEL__TIMEOUT_MS"));
         }
     }
 

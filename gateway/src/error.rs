@@ -137,6 +137,16 @@ impl ApiError {
         }
     }
 
+    /// The machine-readable code of the JSON error body (also used per item of a batch).
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
+    /// The message of the JSON error body: what to fix for 4xx, an opaque sentence for 5xx.
+    pub fn message(&self) -> String {
+        self.client_message(self.parts().0)
+    }
+
     /// The message a client sees: the cause for 4xx, a fixed sentence for 5xx.
     fn client_message(&self, status: StatusCode) -> String {
         if !status.is_server_error() {
@@ -163,6 +173,7 @@ impl From<PredictionError> for ApiError {
             PredictionError::Model(ModelClientError::UnknownDataId) => Self::UnknownDataId,
             PredictionError::Model(error) => Self::Model(error),
             PredictionError::Store(error) => Self::Store(error),
+            PredictionError::Aborted => Self::Internal(error.to_string()),
         }
     }
 }

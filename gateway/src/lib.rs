@@ -10,14 +10,18 @@
 //! - [`configuration`]: typed settings, documented defaults, `GATEWAY__` env overrides.
 //! - [`telemetry`]: tracer, meter and logger providers, propagators; the flush guard.
 //! - [`startup`]: [`startup::Application`] binds, builds the router, serves until shut down.
+//! - [`server`]: the connections under the router: cap, header-read and idle timeouts,
+//!   staged shutdown, JSON answers to unparsable request heads.
 //! - [`middleware`]: the layer stack (server span, load shedding, timeout, body limit).
 //! - [`routes`]: one file per endpoint group.
 //! - [`domain`]: validated request types ([`domain::DataId`]) and prediction types.
 //! - [`prediction_service`]: lookup, request coalescing, model call, live model version.
-//! - [`write_behind`]: the bounded queue of writes the store could not take, retried.
+//! - [`write_behind`]: the bounded queue of writes the store could not take, each retried
+//!   on its own schedule, given up (counted, logged) when permanent or out of attempts.
 //! - [`store`]: the [`store::PredictionStore`] trait, Elasticsearch and in-memory implementations.
 //! - [`model_client`]: the HTTP client of the model service.
 //! - [`circuit_breaker`]: fails model calls fast while the model service is down.
+//! - [`trace_context`]: links to the computing trace, unsampled background spans.
 //! - [`error`]: the one mapping from errors to HTTP status and JSON error body.
 //! - [`metrics`]: the instruments, named by the semantic conventions.
 
@@ -30,7 +34,9 @@ pub mod middleware;
 pub mod model_client;
 pub mod prediction_service;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod trace_context;
 pub mod write_behind;

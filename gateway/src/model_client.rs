@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::circuit_breaker::CircuitBreaker;
+use crate::circuit_breaker::{CallOutcome, CircuitBreaker};
 use crate::configuration::ModelSettings;
 use crate::domain::{DataId, ModelInfo, Prediction};
 use crate::metrics::Metrics;
@@ -99,10 +99,7 @@ impl ModelClient {
             .connect_timeout(settings.connect_timeout())
             .build()
             .map_err(|e| ModelClientError::Unavailable(format!("cannot build client: {e}")))?;
-        let breaker = Arc::new(CircuitBreaker::new(
-            settings.breaker_threshold,
-            settings.breaker_cool_down(),
-        ));
+        let breaker = CircuitBreaker::new(settings.breaker_threshold, settings.breaker_cool_down());
         Ok(Self {
             http,
             base,
@@ -165,22 +162,25 @@ impl ModelClient {
 
     /// Runs a prediction call through the circuit breaker. Version reads and readiness
     /// checks are not guarded: they are how the gateway notices the service is back.
+    /// If this future is dropped mid-call, the permit reports on drop (see
+    /// [`crate::circuit_breaker::Permit`]).
     async fn guarded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, ModelClientError>>,
     ) -> Result<T, ModelClientError> {
-        if let Err(open) = self.breaker.admit() {
-            return Err(ModelClientError::CircuitOpen {
+        let permit = self
+            .breaker
+            .admit()
+            .map_err(|open| ModelClientError::CircuitOpen {
                 retry_after_secs: open.retry_after.as_secs().max(1),
-            });
-        }
+            })?;
         let result = call.await;
-        match &result {
+        permit.report(match &result {
             Err(ModelClientError::Unavailable(_) | ModelClientError::Timeout) => {
-                self.breaker.failed()
+                CallOutcome::Unreachable
             }
-            _ => self.breaker.succeeded(),
-        }
+            _ => CallOutcome::Reached,
+        });
         result
     }
 

@@ -1,16 +1,20 @@
 //! The cache-aside prediction path: look the prediction up for the live model version,
 //! compute it on a miss (one model call per key however many requests wait for it),
 //! store it with the computing trace, and follow the model service's live version.
+//!
+//! Computations are detached from the requests that wait for them: a model call and its
+//! store write run in their own task, inside the trace of the request that started them,
+//! so a client hang-up or a request deadline never throws shared work away.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chrono::Utc;
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use tokio::sync::OnceCell;
+use opentelemetry::context::FutureExt;
+use opentelemetry::trace::TraceContextExt;
+use tokio::sync::watch;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -18,6 +22,7 @@ use crate::domain::{CacheResult, DataId, ModelInfo, PredictionKey, StoredPredict
 use crate::metrics::Metrics;
 use crate::model_client::{ModelClient, ModelClientError};
 use crate::store::{PredictionStore, StoreError};
+use crate::trace_context::{link_to_computing_trace, untraced_span};
 use crate::write_behind::WriteBehind;
 
 /// How long a finished computation stays joinable after its result was stored: a request
@@ -33,6 +38,9 @@ pub enum PredictionError {
     /// The store failed where no fallback exists (reading a stored prediction).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The task computing the prediction ended without a result (a bug: it panicked).
+    #[error("the computation of this prediction ended without a result")]
+    Aborted,
 }
 
 /// A served prediction and how it was obtained.
@@ -44,13 +52,16 @@ pub struct Outcome {
     pub cache: CacheResult,
 }
 
-/// The predictions of a batch, in the order asked, and the ids no row exists for.
+/// The predictions of a batch, in the order asked, and the ids that got none.
 #[derive(Debug, Clone)]
 pub struct BatchOutcome {
-    /// One outcome per known id, in the order of the request (duplicates once).
+    /// One outcome per id that got a prediction, in the order of the request (duplicates once).
     pub items: Vec<Outcome>,
     /// Ids the model service does not know.
     pub not_found: Vec<DataId>,
+    /// Ids whose prediction could not be computed, with why (e.g. the model is down while
+    /// the others were answered from the store).
+    pub failed: Vec<(DataId, PredictionError)>,
 }
 
 /// The state of each dependency, for readiness.
@@ -62,7 +73,10 @@ pub struct DependencyStatus {
     pub model: Result<ModelInfo, String>,
 }
 
-type Flight = OnceCell<Result<StoredPrediction, PredictionError>>;
+type FlightResult = Result<StoredPrediction, PredictionError>;
+/// A computation in progress: `None` until its result is published.
+type Flight = watch::Receiver<Option<FlightResult>>;
+type Flights = Arc<Mutex<HashMap<PredictionKey, Flight>>>;
 
 /// The cache-aside logic; no HTTP types.
 pub struct PredictionService {
@@ -73,7 +87,7 @@ pub struct PredictionService {
     /// The live model as last learned from the model service (`None` until first learned).
     live: RwLock<Option<ModelInfo>>,
     /// Computations in progress (and lingering), one per key: the coalescing table.
-    flights: Arc<Mutex<HashMap<PredictionKey, Arc<Flight>>>>,
+    flights: Flights,
     /// Cache outcome counter.
     metrics: Metrics,
     /// Writes the store refused, retried in the background.
@@ -99,7 +113,7 @@ impl PredictionService {
     }
 
     /// The prediction for `data_id` under the live model: from the store, or computed.
-    pub async fn predict(&self, data_id: DataId) -> Result<Outcome, PredictionError> {
+    pub async fn predict(self: &Arc<Self>, data_id: DataId) -> Result<Outcome, PredictionError> {
         let span = Span::current();
         span.set_attribute("ml.data_id", data_id.as_str().to_owned());
         let model = self.live_model().await?;
@@ -123,21 +137,20 @@ impl PredictionService {
         span.set_attribute("ml.model.version", model.version.clone());
         span.set_attribute("ml.run_id", model.run_id.clone());
         span.set_attribute("ml.cache.result", outcome.cache.as_str());
-        self.metrics.cache_results.add(
-            1,
-            &[KeyValue::new("ml.cache.result", outcome.cache.as_str())],
-        );
+        self.count(outcome.cache);
         Ok(outcome)
     }
 
     /// The predictions of `data_ids`: one multi-get, one batched model call for the misses,
-    /// one bulk write. Batches are not coalesced with single requests.
+    /// one bulk write. Batches are not coalesced with single requests, but their model call
+    /// and write are detached like theirs. Hits are served even when the misses cannot be
+    /// computed; only when no id gets a prediction does the batch fail as a whole.
     pub async fn predict_batch(
-        &self,
+        self: &Arc<Self>,
         data_ids: Vec<DataId>,
     ) -> Result<BatchOutcome, PredictionError> {
         let span = Span::current();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let data_ids: Vec<DataId> = data_ids
             .into_iter()
             .filter(|id| seen.insert(id.clone()))
@@ -160,48 +173,29 @@ impl PredictionService {
             .filter(|(_, found)| found.is_none())
             .map(|(id, _)| id.clone())
             .collect();
-        let mut computed: HashMap<DataId, StoredPrediction> = HashMap::new();
+        let mut computed = HashMap::new();
         let mut not_found = Vec::new();
+        let mut failure = None;
         if !misses.is_empty() {
-            let answer = self.model.predict_batch(&misses).await?;
-            let cx = span.context();
-            let span_context = cx.span().span_context().clone();
-            let created_at = Utc::now();
-            let mut writes = Vec::with_capacity(answer.predictions.len());
-            for item in answer.predictions {
-                let Ok(data_id) = DataId::parse(&item.data_id) else {
-                    continue;
-                };
-                let stored = StoredPrediction {
-                    data_id: data_id.clone(),
-                    model: answer.model.clone(),
-                    prediction: item.prediction,
-                    created_at,
-                    trace_id: span_context.trace_id().to_string(),
-                    span_id: span_context.span_id().to_string(),
-                };
-                writes.push((
-                    PredictionKey::new(&answer.model, data_id.clone()),
-                    stored.clone(),
-                ));
-                computed.insert(data_id, stored);
-            }
-            not_found = answer
-                .not_found
-                .iter()
-                .filter_map(|id| DataId::parse(id).ok())
-                .collect();
-            if answer.model != model {
-                self.set_live(answer.model.clone());
-            }
-            if let Err(error) = self.store.put_many(&writes).await {
-                tracing::warn!(error = %error, "cannot store the batch's predictions; queued for a retry");
-                for (key, prediction) in writes {
-                    self.write_behind.enqueue(key, prediction);
+            let this = Arc::clone(self);
+            let computing = span.context();
+            let task = tokio::spawn(
+                async move { this.compute_batch(misses, &computing).await }
+                    .with_context(span.context()),
+            );
+            match task.await.unwrap_or(Err(PredictionError::Aborted)) {
+                Ok((predictions, unknown)) => {
+                    computed = predictions;
+                    not_found = unknown;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot compute the batch's misses; serving its hits");
+                    failure = Some(error);
                 }
             }
         }
         let mut items = Vec::with_capacity(data_ids.len());
+        let mut failed = Vec::new();
         for (data_id, found) in data_ids.into_iter().zip(found) {
             let outcome = match found {
                 Some(prediction) => Outcome {
@@ -213,14 +207,21 @@ impl PredictionService {
                         prediction,
                         cache: miss_result,
                     },
-                    None => continue,
+                    None => {
+                        if let Some(error) = &failure {
+                            failed.push((data_id, error.clone()));
+                        }
+                        continue;
+                    }
                 },
             };
-            self.metrics.cache_results.add(
-                1,
-                &[KeyValue::new("ml.cache.result", outcome.cache.as_str())],
-            );
+            self.count(outcome.cache);
             items.push(outcome);
+        }
+        if let Some(error) = failure
+            && items.is_empty()
+        {
+            return Err(error);
         }
         let hits = items.iter().filter(|o| o.cache == CacheResult::Hit).count();
         span.set_attribute("ml.model.name", model.name.clone());
@@ -229,7 +230,12 @@ impl PredictionService {
         span.set_attribute("ml.batch.size", seen.len() as i64);
         span.set_attribute("ml.batch.hits", hits as i64);
         span.set_attribute("ml.batch.not_found", not_found.len() as i64);
-        Ok(BatchOutcome { items, not_found })
+        span.set_attribute("ml.batch.failed", failed.len() as i64);
+        Ok(BatchOutcome {
+            items,
+            not_found,
+            failed,
+        })
     }
 
     /// The stored prediction for `data_id` under the live model, if any; never calls `/predict`.
@@ -242,9 +248,12 @@ impl PredictionService {
         let model = self.live_model().await?;
         span.set_attribute("ml.model.name", model.name.clone());
         span.set_attribute("ml.model.version", model.version.clone());
+        span.set_attribute("ml.run_id", model.run_id.clone());
         let stored = self.store.get(&PredictionKey::new(&model, data_id)).await?;
         if let Some(stored) = &stored {
             link_to_computing_trace(&span, stored);
+            span.set_attribute("ml.cache.result", CacheResult::Hit.as_str());
+            self.count(CacheResult::Hit);
         }
         Ok(stored)
     }
@@ -278,6 +287,12 @@ impl PredictionService {
         }
     }
 
+    fn count(&self, cache: CacheResult) {
+        self.metrics
+            .cache_results
+            .add(1, &[KeyValue::new("ml.cache.result", cache.as_str())]);
+    }
+
     /// The live model: as last learned, or asked for now if never learned.
     async fn live_model(&self) -> Result<ModelInfo, PredictionError> {
         if let Some(model) = self.read_live() {
@@ -307,56 +322,64 @@ impl PredictionService {
 
     /// Computes the prediction of `key`, or joins the computation already running for it.
     async fn compute_once(
-        &self,
+        self: &Arc<Self>,
         key: PredictionKey,
         cache: CacheResult,
     ) -> Result<Outcome, PredictionError> {
-        let flight = {
-            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-            flights.entry(key.clone()).or_default().clone()
+        let mut flight = self.join_or_start(key);
+        let result = match flight.wait_for(Option::is_some).await {
+            Ok(done) => done.clone().unwrap_or(Err(PredictionError::Aborted)),
+            // The computing task ended without publishing: it panicked.
+            Err(_) => Err(PredictionError::Aborted),
         };
-        let led = AtomicBool::new(false);
-        let result = flight
-            .get_or_init(|| async {
-                led.store(true, Ordering::Relaxed);
-                self.compute(&key).await
-            })
-            .await
-            .clone();
-        if led.load(Ordering::Relaxed) {
-            self.land(key, flight, result.is_ok());
-        } else if let Ok(stored) = &result {
+        let prediction = result?;
+        let span = Span::current();
+        if prediction.trace_id != span.context().span().span_context().trace_id().to_string() {
             // Served by another request's model call: point at the trace that made it.
-            link_to_computing_trace(&Span::current(), stored);
+            link_to_computing_trace(&span, &prediction);
         }
-        result.map(|prediction| Outcome { prediction, cache })
+        Ok(Outcome { prediction, cache })
     }
 
-    /// Removes a finished flight: after [`COALESCE_LINGER`] on success, at once on failure
-    /// (so the next request tries again).
-    fn land(&self, key: PredictionKey, flight: Arc<Flight>, succeeded: bool) {
-        let flights = Arc::clone(&self.flights);
-        let remove = move || {
-            let mut flights = flights.lock().unwrap_or_else(|e| e.into_inner());
-            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                flights.remove(&key);
-            }
+    /// The flight of `key`: the one in progress, or a new one computing in its own task,
+    /// inside the current (requesting) trace, whatever becomes of the requester.
+    fn join_or_start(self: &Arc<Self>, key: PredictionKey) -> Flight {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = flights.get(&key) {
+            return flight.clone();
+        }
+        let (publish, flight) = watch::channel(None);
+        flights.insert(key.clone(), flight.clone());
+        drop(flights);
+        let landing = Landing {
+            flights: Arc::clone(&self.flights),
+            key,
+            flight: flight.clone(),
         };
-        if succeeded {
-            tokio::spawn(async move {
+        let this = Arc::clone(self);
+        let requesting = Span::current().context();
+        let computing = requesting.clone();
+        let task = async move {
+            let result = this.compute(&landing.key, &computing).await;
+            let succeeded = result.is_ok();
+            publish.send_replace(Some(result));
+            if succeeded {
                 tokio::time::sleep(COALESCE_LINGER).await;
-                remove();
-            });
-        } else {
-            remove();
-        }
+            }
+            drop(landing);
+        };
+        tokio::spawn(task.with_context(requesting));
+        flight
     }
 
-    /// One model call and one store write, recorded with the current (computing) span.
-    async fn compute(&self, key: &PredictionKey) -> Result<StoredPrediction, PredictionError> {
+    /// One model call and one store write, recorded with the computing trace.
+    async fn compute(
+        &self,
+        key: &PredictionKey,
+        computing: &opentelemetry::Context,
+    ) -> Result<StoredPrediction, PredictionError> {
         let answer = self.model.predict(&key.data_id).await?;
-        let cx = Span::current().context();
-        let span_context = cx.span().span_context().clone();
+        let span_context = computing.span().span_context().clone();
         let stored = StoredPrediction {
             data_id: key.data_id.clone(),
             model: answer.model,
@@ -384,6 +407,74 @@ impl PredictionService {
         }
         Ok(stored)
     }
+
+    /// The batched model call and bulk write of a batch's misses: the predictions by id
+    /// and the ids the model service does not know.
+    async fn compute_batch(
+        &self,
+        misses: Vec<DataId>,
+        computing: &opentelemetry::Context,
+    ) -> Result<(HashMap<DataId, StoredPrediction>, Vec<DataId>), PredictionError> {
+        let answer = self.model.predict_batch(&misses).await?;
+        let span_context = computing.span().span_context().clone();
+        let created_at = Utc::now();
+        let mut computed = HashMap::with_capacity(answer.predictions.len());
+        let mut writes = Vec::with_capacity(answer.predictions.len());
+        for item in answer.predictions {
+            let Ok(data_id) = DataId::parse(&item.data_id) else {
+                continue;
+            };
+            let stored = StoredPrediction {
+                data_id: data_id.clone(),
+                model: answer.model.clone(),
+                prediction: item.prediction,
+                created_at,
+                trace_id: span_context.trace_id().to_string(),
+                span_id: span_context.span_id().to_string(),
+            };
+            writes.push((
+                PredictionKey::new(&answer.model, data_id.clone()),
+                stored.clone(),
+            ));
+            computed.insert(data_id, stored);
+        }
+        let not_found = answer
+            .not_found
+            .iter()
+            .filter_map(|id| DataId::parse(id).ok())
+            .collect();
+        if self.read_live().as_ref() != Some(&answer.model) {
+            self.set_live(answer.model.clone());
+        }
+        if let Err(error) = self.store.put_many(&writes).await {
+            tracing::warn!(error = %error, "cannot store the batch's predictions; queued for a retry");
+            for (key, prediction) in writes {
+                self.write_behind.enqueue(key, prediction);
+            }
+        }
+        Ok((computed, not_found))
+    }
+}
+
+/// Removes a flight from the coalescing table when dropped: after the linger on success,
+/// at once on failure (so the next request tries again), and also if the computing task
+/// panicked (unwinding drops it), so no key is left joined to a dead flight.
+struct Landing {
+    flights: Flights,
+    key: PredictionKey,
+    flight: Flight,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if flights
+            .get(&self.key)
+            .is_some_and(|f| f.same_channel(&self.flight))
+        {
+            flights.remove(&self.key);
+        }
+    }
 }
 
 /// A short cause for readiness bodies: no addresses, no upstream text.
@@ -404,44 +495,4 @@ fn model_summary(error: &ModelClientError) -> String {
         ModelClientError::UnknownDataId => "unexpected 404".into(),
         ModelClientError::BadAnswer(_) => "bad answer".into(),
     }
-}
-
-/// Links `span` to the span that computed `stored`, so a hit leads to its original trace.
-fn link_to_computing_trace(span: &Span, stored: &StoredPrediction) {
-    let (Ok(trace_id), Ok(span_id)) = (
-        TraceId::from_hex(&stored.trace_id),
-        SpanId::from_hex(&stored.span_id),
-    ) else {
-        return;
-    };
-    span.add_link_with_attributes(
-        SpanContext::new(
-            trace_id,
-            span_id,
-            TraceFlags::SAMPLED,
-            true,
-            TraceState::default(),
-        ),
-        vec![KeyValue::new("ml.link.reason", "computed_prediction")],
-    );
-}
-
-/// A span whose parent is not sampled: background calls (version refresh, readiness)
-/// are neither exported nor make the model service record a trace for every probe.
-fn untraced_span(name: &'static str) -> Span {
-    let span = tracing::info_span!(target: "gateway::background", "background", otel.name = name);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(1)
-        | 1;
-    let parent = SpanContext::new(
-        TraceId::from(nanos),
-        SpanId::from(nanos as u64),
-        TraceFlags::default(),
-        true,
-        TraceState::default(),
-    );
-    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
-    span
 }

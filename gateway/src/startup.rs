@@ -1,20 +1,24 @@
 //! `Application`: builds the store, clients and router, binds first (port 0 allowed),
-//! exposes the real address, and serves until a shutdown future completes.
+//! exposes the real address, serves until a shutdown future completes, then shuts down
+//! in stages: readiness fails at once, requests are still served for a drain delay, then
+//! the server stops accepting and in-flight requests get a grace period.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::configuration::{Settings, client_address};
+use crate::configuration::{ServerSettings, Settings, client_address};
 use crate::metrics::Metrics;
 use crate::model_client::{ModelClient, ModelClientError};
 use crate::prediction_service::PredictionService;
 use crate::routes::{self, AppState};
+use crate::server::{self, ConnectionLimits, Shutdown};
 use crate::store::{ElasticsearchStore, MemoryStore, PredictionStore, StoreError};
 use crate::write_behind::WriteBehind;
 
@@ -22,9 +26,9 @@ use crate::write_behind::WriteBehind;
 /// still starting (compose, CI) should not fail the gateway.
 const STORE_STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 
-/// How long shutdown waits for queued writes: long enough for a recovered store,
-/// short of an orchestrator's kill deadline (30 s by default in Kubernetes).
-const WRITE_BEHIND_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for queued writes: long enough for a recovered store; with
+/// the default drain delay and grace period, short of Kubernetes' default 30 s kill.
+const WRITE_BEHIND_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,10 @@ pub struct Application {
     refresher: JoinHandle<()>,
     /// Drained after the last request finished.
     write_behind: Arc<WriteBehind>,
+    /// Set on shutdown: readiness answers 503 from then on.
+    draining: Arc<AtomicBool>,
+    /// Connection limits and shutdown timing.
+    server: ServerSettings,
 }
 
 impl Application {
@@ -103,6 +111,7 @@ impl Application {
         let write_behind = Arc::new(WriteBehind::start(
             Arc::clone(&store),
             settings.store.write_behind_capacity,
+            settings.store.write_behind_max_attempts,
         ));
         let predictions = Arc::new(PredictionService::new(
             store,
@@ -114,9 +123,11 @@ impl Application {
             Arc::clone(&predictions),
             settings.model.version_refresh(),
         ));
+        let draining = Arc::new(AtomicBool::new(false));
         let state = AppState {
             predictions,
             max_batch_size: settings.server.max_batch_size,
+            draining: Arc::clone(&draining),
         };
         let router = routes::router(state, &settings.server, metrics);
         Ok(Self {
@@ -125,6 +136,8 @@ impl Application {
             router,
             refresher,
             write_behind,
+            draining,
+            server: settings.server,
         })
     }
 
@@ -138,18 +151,40 @@ impl Application {
         self.address.port()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
-    /// requests finish and drains the write-behind queue.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let result = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+    /// Serves until `shutdown` completes, then: `/readyz` answers 503 at once while
+    /// requests are still served (each response closing its connection) for the drain
+    /// delay, so load balancers move away; then the server stops accepting, in-flight
+    /// requests get the grace period, the rest is closed, and the write-behind queue drains.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let limits = ConnectionLimits {
+            header_read_timeout: self.server.header_read_timeout(),
+            idle_timeout: self.server.idle_timeout(),
+            max_connections: self.server.max_connections,
+        }
+        .fitted_to_descriptor_limit();
+        let stages = Shutdown::default();
+        let serving = tokio::spawn(server::serve(
+            self.listener,
+            self.router,
+            limits,
+            stages.clone(),
+        ));
+        shutdown.await;
+        self.draining.store(true, Ordering::Relaxed);
+        stages.close_connections_after_responses();
+        tracing::info!(
+            drain_delay_ms = self.server.shutdown_drain_delay_ms,
+            "shutdown: readiness failing; still serving for the drain delay"
+        );
+        tokio::time::sleep(self.server.shutdown_drain_delay()).await;
+        tracing::info!(
+            grace_ms = self.server.shutdown_grace_ms,
+            "shutdown: no longer accepting; finishing in-flight requests"
+        );
+        stages.stop_accepting(self.server.shutdown_grace());
+        let _ = serving.await;
         self.refresher.abort();
         self.write_behind.drain(WRITE_BEHIND_DRAIN_DEADLINE).await;
-        result
     }
 }
 
@@ -200,5 +235,5 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutdown requested: draining in-flight requests");
+    tracing::info!("shutdown requested");
 }

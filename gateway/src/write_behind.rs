@@ -1,7 +1,11 @@
-//! The write-behind queue: predictions the store could not take are queued (bounded),
-//! retried with backoff by one worker, and drained on shutdown. What is dropped (queue
-//! full, or still failing at shutdown) is counted and logged, never silent.
+//! The write-behind queue: predictions the store could not take are retried, each on its
+//! own schedule (exponential backoff, a bounded number of attempts, several at once), so
+//! one bad write never holds the others up; drained on shutdown. Every prediction given
+//! up (queue full, a permanent error, attempts used up, shutdown) is counted and logged
+//! with its data id and computing trace id, never silent.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -9,35 +13,95 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, ObservableGauge};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::domain::{PredictionKey, StoredPrediction};
-use crate::store::PredictionStore;
+use crate::store::{PredictionStore, StoreError};
+use crate::trace_context::link_to_computing_trace;
 
 /// First retry delay; doubled after each failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest retry delay: a recovered store is written to within this time.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Writes attempted at once: a store that hangs on one write does not hold up the rest.
+const CONCURRENT_ATTEMPTS: usize = 8;
 
-type Item = (PredictionKey, StoredPrediction);
+/// Why a prediction was given up (the `reason` attribute of the dropped counter).
+#[derive(Debug, Clone, Copy)]
+enum GiveUp {
+    QueueFull,
+    Permanent,
+    AttemptsExhausted,
+    Shutdown,
+}
+
+impl GiveUp {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::Permanent => "permanent_error",
+            Self::AttemptsExhausted => "attempts_exhausted",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One prediction waiting to be written.
+#[derive(Debug)]
+struct Item {
+    key: PredictionKey,
+    prediction: StoredPrediction,
+    /// Attempts made by the queue so far (the request's own write is not counted).
+    attempts: u32,
+}
+
+/// An item waiting for its next attempt, ordered by when it is due.
+struct Scheduled {
+    due: Instant,
+    /// Keeps the order stable among items due at the same instant.
+    sequence: u64,
+    item: Item,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.sequence) == (other.due, other.sequence)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.sequence).cmp(&(other.due, other.sequence))
+    }
+}
 
 /// The producer side, shared by every request.
 pub struct WriteBehind {
-    sender: mpsc::Sender<Item>,
-    shutdown: watch::Sender<bool>,
+    sender: mpsc::UnboundedSender<Item>,
+    /// Set to the drain deadline when shutdown starts.
+    shutdown: watch::Sender<Option<Instant>>,
     worker: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Predictions queued, waiting or being attempted; bounded by `capacity`.
     depth: Arc<AtomicI64>,
+    capacity: i64,
     dropped: Counter<u64>,
     /// Keeps the depth gauge registered.
     _depth_gauge: ObservableGauge<i64>,
 }
 
 impl WriteBehind {
-    /// Starts the worker writing to `store`; at most `capacity` predictions wait.
-    pub fn start(store: Arc<dyn PredictionStore>, capacity: usize) -> Self {
-        let (sender, receiver) = mpsc::channel(capacity.max(1));
-        let (shutdown, shutdown_rx) = watch::channel(false);
+    /// Starts the worker writing to `store`; at most `capacity` predictions wait, each
+    /// tried at most `max_attempts` times.
+    pub fn start(store: Arc<dyn PredictionStore>, capacity: usize, max_attempts: u32) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (shutdown, shutdown_rx) = watch::channel(None);
         let depth = Arc::new(AtomicI64::new(0));
         let meter = opentelemetry::global::meter("inference-gateway");
         let gauge_depth = Arc::clone(&depth);
@@ -52,122 +116,477 @@ impl WriteBehind {
         let dropped = meter
             .u64_counter("gateway.write_behind.dropped")
             .with_unit("{prediction}")
-            .with_description("Predictions never written to the store.")
+            .with_description("Predictions given up without being written to the store.")
             .build();
-        let worker = tokio::spawn(run(
+        let worker = Worker {
             store,
-            receiver,
-            shutdown_rx,
-            Arc::clone(&depth),
-            dropped.clone(),
-        ));
+            max_attempts: max_attempts.max(1),
+            depth: Arc::clone(&depth),
+            dropped: dropped.clone(),
+            waiting: BinaryHeap::new(),
+            sequence: 0,
+            attempts: JoinSet::new(),
+        };
+        let worker = tokio::spawn(worker.run(receiver, shutdown_rx));
         Self {
             sender,
             shutdown,
             worker: tokio::sync::Mutex::new(Some(worker)),
             depth,
+            capacity: i64::try_from(capacity.max(1)).unwrap_or(i64::MAX),
             dropped,
             _depth_gauge: depth_gauge,
         }
     }
 
-    /// Queues a write; if the queue is full the prediction is dropped (counted, logged).
+    /// Queues a write; if the queue is full the prediction is given up (counted, logged).
     pub fn enqueue(&self, key: PredictionKey, prediction: StoredPrediction) {
-        match self.sender.try_send((key, prediction)) {
-            Ok(()) => {
-                self.depth.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) => {
-                self.dropped
-                    .add(1, &[KeyValue::new("reason", "queue_full")]);
-                let (key, _) = error.into_inner();
-                tracing::error!(
-                    ml.data_id = %key.data_id,
-                    "write-behind queue full: prediction dropped, not stored"
-                );
-            }
+        let item = Item {
+            key,
+            prediction,
+            attempts: 0,
+        };
+        if self.depth.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            give_up(&self.dropped, &item, GiveUp::QueueFull, None);
+            return;
+        }
+        if let Err(refused) = self.sender.send(item) {
+            // The worker has stopped: only after the drain finished.
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            give_up(&self.dropped, &refused.0, GiveUp::Shutdown, None);
         }
     }
 
-    /// Predictions waiting.
+    /// Predictions queued, waiting or being attempted.
     pub fn depth(&self) -> i64 {
         self.depth.load(Ordering::Relaxed)
     }
 
-    /// Stops retrying and tries every waiting prediction once more, within `deadline`.
+    /// Stops the retry schedule and tries every queued prediction once more, within
+    /// `deadline`; what is still not written then is given up, each logged.
     pub async fn drain(&self, deadline: Duration) {
-        let _ = self.shutdown.send(true);
-        if let Some(worker) = self.worker.lock().await.take()
-            && tokio::time::timeout(deadline, worker).await.is_err()
-        {
-            tracing::error!(
-                waiting = self.depth(),
-                "write-behind drain did not finish in time; waiting predictions dropped"
-            );
+        let _ = self.shutdown.send(Some(Instant::now() + deadline));
+        if let Some(worker) = self.worker.lock().await.take() {
+            let _ = worker.await;
         }
     }
 }
 
-/// Completes once shutdown is requested (holding no borrow of the channel).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// The worker: writes each prediction, retrying with backoff until it succeeds or
-/// shutdown is requested; on shutdown, one last try for each and a count of the rest.
-async fn run(
+/// The consumer side: schedules, attempts and gives up items.
+struct Worker {
     store: Arc<dyn PredictionStore>,
-    mut receiver: mpsc::Receiver<Item>,
-    mut shutdown: watch::Receiver<bool>,
+    max_attempts: u32,
     depth: Arc<AtomicI64>,
     dropped: Counter<u64>,
-) {
-    loop {
-        let item = tokio::select! {
-            item = receiver.recv() => item,
-            () = stopped(&mut shutdown) => None,
-        };
-        let Some((key, prediction)) = item else { break };
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            let span = tracing::info_span!(target: "gateway::write_behind", "write_behind", otel.name = "write-behind retry");
-            match store.put(&key, &prediction).instrument(span).await {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "write-behind retry failed");
-                }
-            }
+    /// Items waiting for their next attempt, earliest first.
+    waiting: BinaryHeap<Reverse<Scheduled>>,
+    sequence: u64,
+    /// Attempts in progress, each giving back its item and result.
+    attempts: JoinSet<(Item, Result<(), StoreError>)>,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut receiver: mpsc::UnboundedReceiver<Item>,
+        mut shutdown: watch::Receiver<Option<Instant>>,
+    ) {
+        let deadline = loop {
+            self.start_due_attempts();
+            let next_due = self.waiting.peek().map(|Reverse(s)| s.due);
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = stopped(&mut shutdown) => {
-                    // One more try below, with the rest of the queue.
-                    if store.put(&key, &prediction).await.is_err() {
-                        dropped.add(1, &[KeyValue::new("reason", "shutdown")]);
+                item = receiver.recv() => match item {
+                    Some(item) => self.schedule(item, FIRST_BACKOFF),
+                    None => break None,
+                },
+                Some(done) = self.attempts.join_next() => self.settle(done),
+                () = sleep_until(next_due) => {}
+                deadline = drain_deadline(&mut shutdown) => break deadline,
+            }
+        };
+        receiver.close();
+        while let Ok(item) = receiver.try_recv() {
+            self.schedule(item, Duration::ZERO);
+        }
+        self.drain(deadline).await;
+    }
+
+    /// Shutdown: one last attempt for every item (those in progress finish theirs), until
+    /// `deadline`; the rest is given up.
+    async fn drain(mut self, deadline: Option<Instant>) {
+        let deadline = deadline.unwrap_or_else(Instant::now);
+        let mut lost = 0_u64;
+        let mut last_tries = Vec::new();
+        while let Some(Reverse(scheduled)) = self.waiting.pop() {
+            last_tries.push(scheduled.item);
+        }
+        for item in last_tries {
+            self.attempts.spawn(attempt(Arc::clone(&self.store), item));
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, self.attempts.join_next()).await {
+                Ok(Some(Ok((item, result)))) => {
+                    self.depth.fetch_sub(1, Ordering::Relaxed);
+                    if let Err(error) = result {
+                        lost += 1;
+                        give_up(&self.dropped, &item, GiveUp::Shutdown, Some(&error));
                     }
+                }
+                // A panicked attempt lost its item; nothing is left to log but the count.
+                Ok(Some(Err(_))) => {
+                    self.depth.fetch_sub(1, Ordering::Relaxed);
+                    lost += 1;
+                    self.dropped
+                        .add(1, &[KeyValue::new("reason", GiveUp::Shutdown.as_str())]);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::error!(
+                        unfinished = self.attempts.len(),
+                        "write-behind drain deadline passed with writes unfinished"
+                    );
+                    let unfinished = self.attempts.len() as u64;
+                    self.attempts.abort_all();
+                    self.depth.fetch_sub(unfinished as i64, Ordering::Relaxed);
+                    lost += unfinished;
+                    self.dropped.add(
+                        unfinished,
+                        &[KeyValue::new("reason", GiveUp::Shutdown.as_str())],
+                    );
                     break;
                 }
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        depth.fetch_sub(1, Ordering::Relaxed);
-        if *shutdown.borrow() {
-            break;
-        }
-    }
-    // Shutdown: one try for everything still queued.
-    receiver.close();
-    let mut lost = 0_u64;
-    while let Ok((key, prediction)) = receiver.try_recv() {
-        depth.fetch_sub(1, Ordering::Relaxed);
-        if store.put(&key, &prediction).await.is_err() {
-            lost += 1;
+        if lost > 0 {
+            tracing::error!(
+                lost,
+                "write-behind drain: predictions could not be stored before exit"
+            );
         }
     }
-    if lost > 0 {
-        dropped.add(lost, &[KeyValue::new("reason", "shutdown")]);
-        tracing::error!(
-            lost,
-            "write-behind drain: predictions could not be stored before exit"
+
+    fn schedule(&mut self, item: Item, delay: Duration) {
+        self.sequence += 1;
+        self.waiting.push(Reverse(Scheduled {
+            due: Instant::now() + delay,
+            sequence: self.sequence,
+            item,
+        }));
+    }
+
+    /// Starts the attempts that are due, up to [`CONCURRENT_ATTEMPTS`] at once.
+    fn start_due_attempts(&mut self) {
+        let now = Instant::now();
+        while self.attempts.len() < CONCURRENT_ATTEMPTS
+            && self.waiting.peek().is_some_and(|Reverse(s)| s.due <= now)
+        {
+            let Some(Reverse(scheduled)) = self.waiting.pop() else {
+                break;
+            };
+            self.attempts
+                .spawn(attempt(Arc::clone(&self.store), scheduled.item));
+        }
+    }
+
+    /// Acts on a finished attempt: done, rescheduled, or given up.
+    fn settle(&mut self, done: Result<(Item, Result<(), StoreError>), tokio::task::JoinError>) {
+        let Ok((item, result)) = done else {
+            // A panicked attempt: its item is gone; count it so the depth stays right.
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            self.dropped.add(
+                1,
+                &[KeyValue::new("reason", GiveUp::AttemptsExhausted.as_str())],
+            );
+            return;
+        };
+        let Err(error) = result else {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        let reason = if error.is_permanent() {
+            Some(GiveUp::Permanent)
+        } else if item.attempts >= self.max_attempts {
+            Some(GiveUp::AttemptsExhausted)
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                give_up(&self.dropped, &item, reason, Some(&error));
+            }
+            None => {
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << item.attempts.min(16))
+                    .min(MAX_BACKOFF);
+                tracing::warn!(
+                    ml.data_id = %item.key.data_id,
+                    attempt = item.attempts,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    error = %error,
+                    "write-behind write failed; retrying"
+                );
+                self.schedule(item, backoff);
+            }
+        }
+    }
+}
+
+/// One write of `item`, in a span of its own linked to the trace that computed it.
+async fn attempt(
+    store: Arc<dyn PredictionStore>,
+    mut item: Item,
+) -> (Item, Result<(), StoreError>) {
+    item.attempts += 1;
+    let span = tracing::info_span!(
+        target: "gateway::write_behind",
+        parent: None,
+        "write_behind",
+        otel.name = "write-behind retry",
+        ml.data_id = %item.key.data_id,
+        ml.write_behind.attempt = i64::from(item.attempts),
+    );
+    link_to_computing_trace(&span, &item.prediction);
+    let result = store
+        .put(&item.key, &item.prediction)
+        .instrument(span)
+        .await;
+    (item, result)
+}
+
+/// Counts and logs one prediction given up.
+fn give_up(dropped: &Counter<u64>, item: &Item, reason: GiveUp, error: Option<&StoreError>) {
+    dropped.add(1, &[KeyValue::new("reason", reason.as_str())]);
+    tracing::error!(
+        ml.data_id = %item.key.data_id,
+        ml.model.version = %item.key.model_version,
+        computing_trace_id = %item.prediction.trace_id,
+        reason = reason.as_str(),
+        attempts = item.attempts,
+        error = error.map(ToString::to_string),
+        "write-behind gave up: prediction not stored"
+    );
+}
+
+/// Completes with the drain deadline once shutdown starts (`None`: the queue was dropped).
+async fn drain_deadline(shutdown: &mut watch::Receiver<Option<Instant>>) -> Option<Instant> {
+    shutdown
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|deadline| *deadline)
+}
+
+/// Completes at `due`, or never when nothing is waiting.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::{DataId, ModelInfo, Prediction};
+    use crate::store::StoreFuture;
+
+    /// A store whose answer to each data id's write follows a script (then succeeds);
+    /// records every write attempt.
+    #[derive(Default)]
+    struct ScriptedStore {
+        script: Mutex<HashMap<String, Vec<StoreError>>>,
+        attempts: Mutex<Vec<String>>,
+        written: Mutex<Vec<String>>,
+    }
+
+    impl ScriptedStore {
+        fn failing(id: &str, errors: Vec<StoreError>) -> Self {
+            let store = Self::default();
+            store.script.lock().unwrap().insert(id.into(), errors);
+            store
+        }
+
+        fn attempts_of(&self, id: &str) -> usize {
+            self.attempts
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| *a == id)
+                .count()
+        }
+
+        fn written(&self) -> Vec<String> {
+            self.written.lock().unwrap().clone()
+        }
+    }
+
+    impl PredictionStore for ScriptedStore {
+        fn get<'a>(&'a self, _: &'a PredictionKey) -> StoreFuture<'a, Option<StoredPrediction>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn put<'a>(
+            &'a self,
+            key: &'a PredictionKey,
+            _: &'a StoredPrediction,
+        ) -> StoreFuture<'a, ()> {
+            Box::pin(async move {
+                let id = key.data_id.as_str().to_owned();
+                self.attempts.lock().unwrap().push(id.clone());
+                let next = {
+                    let mut script = self.script.lock().unwrap();
+                    script
+                        .get_mut(&id)
+                        .and_then(|errors| (!errors.is_empty()).then(|| errors.remove(0)))
+                };
+                match next {
+                    Some(error) => Err(error),
+                    None => {
+                        self.written.lock().unwrap().push(id);
+                        Ok(())
+                    }
+                }
+            })
+        }
+
+        fn ping(&self) -> StoreFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn kind(&self) -> &'static str {
+            "scripted"
+        }
+    }
+
+    fn item(id: &str) -> (PredictionKey, StoredPrediction) {
+        let data_id = DataId::parse(id).unwrap();
+        let model = ModelInfo {
+            name: "m".into(),
+            version: "v1".into(),
+            run_id: "r".into(),
+        };
+        let prediction = StoredPrediction {
+            data_id: data_id.clone(),
+            model: model.clone(),
+            prediction: Prediction {
+                label: "x".into(),
+                probabilities: Default::default(),
+                score: None,
+            },
+            created_at: Utc::now(),
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            span_id: "b7ad6b7169203331".into(),
+        };
+        (PredictionKey::new(&model, data_id), prediction)
+    }
+
+    fn status(status: u16) -> StoreError {
+        StoreError::Status {
+            status,
+            body: String::new(),
+        }
+    }
+
+    async fn wait_for(condition: impl Fn() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_permanently_refused_write_is_given_up_at_once_and_does_not_block_the_next() {
+        let store = Arc::new(ScriptedStore::failing("bad", vec![status(400); 100]));
+        store
+            .script
+            .lock()
+            .unwrap()
+            .insert("flaky".into(), vec![status(503)]);
+        let queue = WriteBehind::start(store.clone(), 100, 8);
+        let (key, prediction) = item("bad");
+        queue.enqueue(key, prediction);
+        let (key, prediction) = item("flaky");
+        queue.enqueue(key, prediction);
+
+        wait_for(
+            || store.written().contains(&"flaky".to_owned()),
+            "the flaky write",
+        )
+        .await;
+        wait_for(|| queue.depth() == 0, "an empty queue").await;
+
+        assert_eq!(store.attempts_of("bad"), 1, "a 400 is not retried");
+        assert_eq!(
+            store.attempts_of("flaky"),
+            2,
+            "a 503 is retried once, then written"
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_keeps_failing_is_given_up_after_the_attempt_limit() {
+        let store = Arc::new(ScriptedStore::failing("down", vec![status(503); 100]));
+        let queue = WriteBehind::start(store.clone(), 100, 3);
+        let (key, prediction) = item("down");
+        queue.enqueue(key, prediction);
+
+        wait_for(|| queue.depth() == 0, "the item given up").await;
+
+        assert_eq!(store.attempts_of("down"), 3);
+        assert!(store.written().is_empty());
+    }
+
+    #[tokio::test]
+    async fn throttling_and_timeouts_are_retried_not_given_up() {
+        for code in [408, 429] {
+            let store = Arc::new(ScriptedStore::failing("t", vec![status(code)]));
+            let queue = WriteBehind::start(store.clone(), 100, 8);
+            let (key, prediction) = item("t");
+            queue.enqueue(key, prediction);
+            wait_for(|| queue.depth() == 0, "the write").await;
+            assert_eq!(store.written(), vec!["t".to_owned()], "status {code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_gives_up_the_newest_prediction() {
+        let store = Arc::new(ScriptedStore::failing(
+            "a",
+            vec![StoreError::Unreachable("down".into()); 100],
+        ));
+        let queue = WriteBehind::start(store.clone(), 1, 100);
+        let (key, prediction) = item("a");
+        queue.enqueue(key, prediction);
+        let (key, prediction) = item("b");
+        queue.enqueue(key, prediction);
+
+        assert_eq!(queue.depth(), 1);
+        queue.drain(Duration::from_millis(200)).await;
+        assert_eq!(store.attempts_of("b"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_drain_tries_every_waiting_prediction_once_more() {
+        let store = Arc::new(ScriptedStore::failing(
+            "late",
+            vec![StoreError::Unreachable("down".into())],
+        ));
+        let queue = WriteBehind::start(store.clone(), 100, 8);
+        let (key, prediction) = item("late");
+        queue.enqueue(key, prediction);
+        wait_for(|| store.attempts_of("late") == 1, "the first attempt").await;
+
+        queue.drain(Duration::from_secs(5)).await;
+
+        assert_eq!(store.written(), vec!["late".to_owned()]);
+        assert_eq!(queue.depth(), 0);
     }
 }

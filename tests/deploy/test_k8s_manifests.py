@@ -131,3 +131,16 @@ def test_elastic_collector_version_matches_the_compose_stack(compose_model: dict
     (container,) = by_kind("Deployment")["otel-collector"]["spec"]["template"]["spec"]["containers"]
 
     assert container["image"] == compose_model["services"]["collector"]["image"]
+
+
+def test_the_gateway_drains_itself_inside_the_termination_grace_period() -> None:
+    gateway = by_kind("Deployment")["gateway"]
+    spec = gateway["spec"]["template"]["spec"]
+    [container] = [c for c in spec["containers"] if c["name"] == "gateway"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    drain_ms = int(env["GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS"])
+    grace_ms = int(env["GATEWAY__SERVER__SHUTDOWN_GRACE_MS"])
+    # Drain delay + grace + the write-behind drain (5 s) + the telemetry flush (5 s).
+    needed_seconds = (drain_ms + grace_ms) / 1000 + 10
+    assert spec["terminationGracePeriodSeconds"] >= needed_seconds
+    assert "preStop" not in container.get("lifecycle", {}), "the gateway's drain delay replaces it"

@@ -65,6 +65,9 @@ class Gateway:
             "GATEWAY__SERVER__PORT": str(port),
             "GATEWAY__MODEL__URL": model_url,
             "RUST_LOG": "info",
+            # No load balancer sits in front of a test gateway: stop without the drain delay
+            # (tests of the shutdown stages set it themselves).
+            "GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS": "0",
         }
         if store_url:
             env["GATEWAY__STORE__URL"] = store_url

@@ -1,5 +1,7 @@
 //! `GET /healthz` (liveness) and `GET /readyz` (readiness: the store and the model answer).
 
+use std::sync::atomic::Ordering;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,8 +14,15 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 when the store and the model service answer; 503 naming the failing ones.
+/// 200 when the store and the model service answer; 503 naming the failing ones, or
+/// 503 `draining` from the moment shutdown began (the dependencies are not asked then).
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining", "failing": [], "checks": {}})),
+        );
+    }
     let status = state.predictions.check_dependencies().await;
     let (store_kind, store) = status.store;
     let mut failing = Vec::new();

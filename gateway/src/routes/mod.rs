@@ -7,6 +7,7 @@ mod predict_batch;
 mod predictions;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -26,6 +27,8 @@ pub struct AppState {
     pub predictions: Arc<PredictionService>,
     /// Most ids in one batch request.
     pub max_batch_size: usize,
+    /// Set once shutdown began: readiness fails so load balancers move away.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// Every (method, path) the router serves; the OpenAPI test checks the document
@@ -52,12 +55,13 @@ pub fn router(state: AppState, settings: &ServerSettings, metrics: Metrics) -> R
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed);
     let api = middleware::apply(api, settings, metrics);
-    Router::new()
+    // The operational routes answer a wrong method with the API's JSON error too.
+    let operational = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::openapi))
-        .merge(api)
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed);
+    operational.merge(api).with_state(state)
 }
 
 async fn route_not_found() -> ApiError {

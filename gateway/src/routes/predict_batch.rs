@@ -32,13 +32,26 @@ pub struct BatchItem {
     pub created_at: DateTime<Utc>,
 }
 
+/// An id of a batch that got no prediction, and why (the codes of the JSON error body).
+#[derive(Debug, Serialize)]
+pub struct BatchItemError {
+    /// The row.
+    pub data_id: String,
+    /// Machine-readable cause, e.g. `model_unavailable`.
+    pub code: &'static str,
+    /// What happened, for people.
+    pub message: String,
+}
+
 /// The batch response.
 #[derive(Debug, Serialize)]
 pub struct BatchResponse {
-    /// One item per known id, in the order asked (duplicates once).
+    /// One item per id that got a prediction, in the order asked (duplicates once).
     pub predictions: Vec<BatchItem>,
     /// Ids no data row exists for.
     pub not_found: Vec<String>,
+    /// Ids whose prediction could not be computed (the others were still answered).
+    pub errors: Vec<BatchItemError>,
     /// The trace of this request.
     pub trace_id: String,
 }
@@ -83,6 +96,18 @@ pub async fn predict_batch(
             .not_found
             .iter()
             .map(|id| id.as_str().to_owned())
+            .collect(),
+        errors: outcome
+            .failed
+            .into_iter()
+            .map(|(data_id, error)| {
+                let error = ApiError::from(error);
+                BatchItemError {
+                    data_id: data_id.as_str().to_owned(),
+                    code: error.code(),
+                    message: error.message(),
+                }
+            })
             .collect(),
         trace_id: current_trace_id(),
     }))

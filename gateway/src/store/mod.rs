@@ -78,3 +78,13 @@ pub enum StoreError {
     #[error("a stored prediction could not be decoded: {0}")]
     Decode(String),
 }
+
+impl StoreError {
+    /// Whether retrying the same request cannot help: a 4xx other than 408 (request
+    /// timeout) and 429 (too many requests, Elasticsearch's answer when its queues are
+    /// full), as RFC 9110 section 15.5 describes client errors.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Status { status, .. }
+            if (400..500).contains(status) && !matches!(status, 408 | 429))
+    }
+}

@@ -31,6 +31,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Every store operation, in order.
     pub store: Arc<RecordingStore>,
+    /// Completes the gateway's shutdown future (as SIGTERM does) when sent to.
+    shutdown: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
 }
 
 /// Where the gateway's model service is, for one test.
@@ -85,12 +87,19 @@ pub async fn spawn_app(options: TestOptions) -> TestApp {
         .await
         .expect("the gateway builds");
     let address = application.address();
-    tokio::spawn(application.run_until_stopped(std::future::pending()));
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(application.run_until_stopped(async move {
+        // A dropped sender (the test ended) is not a shutdown request.
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }));
     TestApp {
         base: format!("http://{address}"),
         address,
         client: reqwest::Client::new(),
         store,
+        shutdown: Arc::new(Mutex::new(Some(shutdown))),
     }
 }
 
@@ -103,6 +112,13 @@ async fn closed_port_url() -> String {
 }
 
 impl TestApp {
+    /// Starts the gateway's shutdown, as SIGTERM does.
+    pub fn begin_shutdown(&self) {
+        if let Some(shutdown) = self.shutdown.lock().unwrap().take() {
+            let _ = shutdown.send(());
+        }
+    }
+
     /// `GET` of a path of the gateway.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
@@ -277,6 +293,9 @@ pub enum MockAnswer {
     /// Never answers. The real service's latency fault is exercised end to end; here a
     /// hang keeps the in-process timeout and admission tests fast and deterministic.
     Hangs,
+    /// 503 to `POST /predict` and `POST /predict/batch`, as a model service that is
+    /// shutting down answers, while `GET /model` still answers.
+    Unavailable,
 }
 
 /// MOCK of the model service, for in-process tests only (the end-to-end suite runs the
@@ -367,6 +386,7 @@ async fn mock_predict(State(state): State<Arc<MockState>>, Json(body): Json<Valu
     let answer = *state.answer.lock().unwrap();
     match answer {
         MockAnswer::Hangs => std::future::pending().await,
+        MockAnswer::Unavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         MockAnswer::Malformed => (StatusCode::OK, "{\"unexpected\": true}").into_response(),
         MockAnswer::Predicts if data_id.starts_with("unknown") => (
             StatusCode::NOT_FOUND,
@@ -385,8 +405,11 @@ async fn mock_predict(State(state): State<Arc<MockState>>, Json(body): Json<Valu
 async fn mock_predict_batch(
     State(state): State<Arc<MockState>>,
     Json(body): Json<Value>,
-) -> Json<Value> {
+) -> Response {
     state.batch_calls.fetch_add(1, Ordering::SeqCst);
+    if *state.answer.lock().unwrap() == MockAnswer::Unavailable {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let ids: Vec<String> = body["data_ids"]
         .as_array()
         .unwrap()
@@ -400,4 +423,5 @@ async fn mock_predict_batch(
         .map(|id| json!({"data_id": id, "prediction": {"label": "setosa", "probabilities": {"setosa": 1.0}}}))
         .collect();
     Json(json!({"model": model_info(&state), "predictions": predictions, "not_found": unknown}))
+        .into_response()
 }

@@ -1,5 +1,7 @@
 //! API tests: the real router on port 0, in process, through `helpers::spawn_app`.
 
+mod cancellation;
+mod connections;
 mod health;
 mod helpers;
 mod hostile_ids;

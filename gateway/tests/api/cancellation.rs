@@ -1,0 +1,116 @@
+//! Work shared between requests outlives the requester: a client that hangs up, or
+//! whose deadline passes, never throws away a model call or its store write.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{MockAnswer, MockModelService, TestApp, TestOptions, spawn_app};
+
+/// Polls `condition` every 20 ms for up to 5 s.
+async fn eventually(what: &str, condition: impl AsyncFn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `POST /v1/predict` from a client that gives up after `patience`.
+async fn impatient_predict(app: &TestApp, data_id: &str, patience: Duration) {
+    let result = app
+        .client
+        .post(format!("{}/v1/predict", app.base))
+        .json(&json!({ "data_id": data_id }))
+        .timeout(patience)
+        .send()
+        .await;
+    assert!(result.is_err(), "the client was meant to hang up first");
+}
+
+async fn cache_of(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["cache"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_during_a_miss_still_gets_the_prediction_stored() {
+    let model =
+        MockModelService::start_with_delay(MockAnswer::Predicts, Duration::from_millis(400)).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+
+    impatient_predict(&app, "row-1", Duration::from_millis(100)).await;
+    eventually("the prediction is stored", async || {
+        app.get("/v1/predictions/row-1").await.status() == StatusCode::OK
+    })
+    .await;
+    let patient = app.predict("row-1").await;
+
+    assert_eq!(cache_of(patient).await, "hit");
+    assert_eq!(model.predict_calls(), 1, "one model call for all of it");
+}
+
+#[tokio::test]
+async fn a_waiter_whose_leader_hung_up_gets_the_leaders_result_without_a_second_call() {
+    let model =
+        MockModelService::start_with_delay(MockAnswer::Predicts, Duration::from_millis(400)).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+
+    let leader = impatient_predict(&app, "row-2", Duration::from_millis(100));
+    let waiter = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        app.predict("row-2").await
+    };
+    let ((), waiter) = tokio::join!(leader, waiter);
+
+    assert_eq!(cache_of(waiter).await, "miss");
+    assert_eq!(model.predict_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_serves_its_stored_predictions_and_lists_the_ids_it_could_not_compute() {
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    assert_eq!(app.predict("row-1").await.status(), StatusCode::OK);
+    model.set_answer(MockAnswer::Unavailable);
+
+    let response = app
+        .client
+        .post(format!("{}/v1/predict/batch", app.base))
+        .json(&json!({"data_ids": ["row-1", "row-9"]}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let served: Vec<&str> = body["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["data_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(served, ["row-1"], "{body}");
+    assert_eq!(body["errors"][0]["data_id"], "row-9", "{body}");
+    assert_eq!(body["errors"][0]["code"], "model_unavailable", "{body}");
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn a_batch_with_nothing_to_serve_fails_whole_with_retry_after() {
+    let model = MockModelService::start(MockAnswer::Unavailable).await;
+    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+
+    let response = app
+        .client
+        .post(format!("{}/v1/predict/batch", app.base))
+        .json(&json!({"data_ids": ["row-7", "row-8"]}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+}

@@ -1,0 +1,195 @@
+//! Connection hygiene: slow and idle clients are cut off, answers the server writes
+//! itself are JSON, and shutdown drains in stages.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{MockAnswer, MockModelService, ModelBackend, TestOptions, spawn_app};
+
+/// Reads until the peer closes; `None` if it is still open after `wait`.
+async fn closed_within(stream: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    tokio::time::timeout(wait, stream.read_to_end(&mut received))
+        .await
+        .ok()
+        .map(|_| received)
+}
+
+/// An answer as written on the socket: status, head and body.
+fn parse(answer: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+async fn app_with_timeouts(header_read_ms: u64, idle_ms: u64) -> crate::helpers::TestApp {
+    spawn_app(
+        TestOptions::with_model(ModelBackend::Down).settings(move |settings| {
+            settings.server.header_read_timeout_ms = header_read_ms;
+            settings.server.idle_timeout_ms = idle_ms;
+        }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_request_head_sent_too_slowly_is_cut_off_by_the_header_read_timeout() {
+    let app = app_with_timeouts(300, 60_000).await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+
+    stream
+        .write_all(b"POST /v1/predict HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(3))
+            .await
+            .is_some(),
+        "the connection is closed"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
+    let app = app_with_timeouts(60_000, 300).await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    let app = app_with_timeouts(60_000, 300).await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    let answer = closed_within(&mut stream, Duration::from_secs(3))
+        .await
+        .expect("closed after the idle timeout");
+
+    assert_eq!(parse(&answer).0, 200, "the request itself was answered");
+}
+
+#[tokio::test]
+async fn a_request_in_progress_is_not_cut_off_by_the_idle_timeout() {
+    let model =
+        MockModelService::start_with_delay(MockAnswer::Predicts, Duration::from_millis(600)).await;
+    let app = spawn_app(
+        TestOptions::with_model(model.backend()).settings(|settings| {
+            settings.server.idle_timeout_ms = 100;
+            settings.server.header_read_timeout_ms = 100;
+        }),
+    )
+    .await;
+
+    let response = app.predict("row-1").await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unparsable_and_oversized_request_heads_get_json_errors() {
+    let app = app_with_timeouts(5_000, 5_000).await;
+    let many_headers: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "a header line without a colon",
+            "GET /healthz HTTP/1.1\r\nhost: x\r\nnot a header\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            "more header fields than the server takes",
+            format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n"),
+            431,
+        ),
+    ];
+    for (description, request, expected) in cases {
+        let mut stream = TcpStream::connect(app.address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let answer = closed_within(&mut stream, Duration::from_secs(3))
+            .await
+            .expect("answered and closed");
+        let (status, head, body) = parse(&answer);
+        assert_eq!(status, expected, "{description}: {head}");
+        assert!(
+            head.contains("content-type: application/json"),
+            "{description}: {head}"
+        );
+        let body: Value = serde_json::from_str(&body).expect(description);
+        assert!(body["error"]["code"].is_string(), "{description}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn operational_routes_answer_a_wrong_method_with_a_json_405() {
+    let app = app_with_timeouts(5_000, 5_000).await;
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        let response = app
+            .client
+            .delete(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        let body: Value = response.json().await.expect(path);
+        // Operational routes are not traced, so the trace id is empty.
+        assert_eq!(
+            body["error"]["code"], "method_not_allowed",
+            "{path}: {body}"
+        );
+        assert!(body["error"]["message"].is_string(), "{path}: {body}");
+        assert!(body["error"]["trace_id"].is_string(), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn on_shutdown_readiness_fails_at_once_while_requests_are_still_served_then_it_stops() {
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let app = spawn_app(
+        TestOptions::with_model(model.backend()).settings(|settings| {
+            settings.server.shutdown_drain_delay_ms = 800;
+            settings.server.shutdown_grace_ms = 500;
+        }),
+    )
+    .await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+
+    app.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let readiness = app.get("/readyz").await;
+    let prediction = app.predict("row-1").await;
+
+    assert_eq!(readiness.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        prediction.status(),
+        StatusCode::OK,
+        "still served while draining"
+    );
+    assert_eq!(
+        prediction.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "clients are told to leave"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        TcpStream::connect(app.address).await.is_err(),
+        "no longer accepting after the drain delay"
+    );
+}
