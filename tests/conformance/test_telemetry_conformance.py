@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.semconv._incubating.attributes.db_attributes import DB_COLLECTION_NAME, DB_NAMESPACE, DB_SYSTEM_NAME
+from opentelemetry.semconv._incubating.attributes.db_attributes import (
+    DB_COLLECTION_NAME,
+    DB_NAMESPACE,
+    DB_RESPONSE_STATUS_CODE,
+    DB_SYSTEM_NAME,
+)
 from opentelemetry.semconv._incubating.attributes.deployment_attributes import DEPLOYMENT_ENVIRONMENT_NAME
 from opentelemetry.semconv._incubating.attributes.service_attributes import SERVICE_INSTANCE_ID
 from opentelemetry.semconv._incubating.metrics.db_metrics import DB_CLIENT_OPERATION_DURATION
@@ -386,6 +391,13 @@ def store_spans(run: Run) -> None:
         assert isinstance(span.attributes.get(DB_NAMESPACE), str), f"{span.name}: db.namespace (the cluster name)"
 
 
+def store_miss_not_an_error(run: Run) -> None:
+    lookups = [s for s in run.got.spans if s.attributes.get(DB_RESPONSE_STATUS_CODE) == "404"]
+    assert lookups, "some lookup missed"
+    for span in lookups:
+        assert span.status == "unset", f"{span.name}: a 404 lookup is a cache miss, not a failure"
+
+
 def ml_attributes(run: Run) -> None:
     model = run.cases["miss"].body["model"]
     miss = run.server("miss").attributes
@@ -633,6 +645,11 @@ RULES = [
         "store-spans",
         "Elasticsearch spans: `db.system.name`, collection, server address, `db.namespace` [wip-bench]",
         store_spans,
+    ),
+    Rule(
+        "store-miss-not-error",
+        "a store lookup answered 404 (a cache miss) is not an error span",
+        store_miss_not_an_error,
     ),
     Rule(
         "ml-attributes",
