@@ -188,6 +188,10 @@ def run(bed_dir: Path, search_node: SearchNode) -> Iterator[Run]:
     )
     try:
         poll_until(gateway.ready, "gateway readiness")
+        # Readiness does not wait for the new index's shards: until they serve, lookups
+        # fail and the first miss would be a bypass. Not a case of the scenario.
+        warm_up = f"cust-{secrets.randbelow(100_000):06d}"
+        poll_until(lambda: gateway.predict(warm_up).json().get("cache") == "hit", "the store serving lookups")
         result = Run(model)
         drive(result, gateway, model, proxy)
         train_another_version(venv_bin, work_dir, collector)
