@@ -41,14 +41,27 @@ test-model-service:
 test-e2e:
 	venv=$(VENV); cd tests && "$$venv/bin/pytest"
 
+## The performance benchmark (bench/RESULTS.md): its own search node, model service and release
+## gateways, driven by wrk, a few minutes; never part of `make test`. Extra flags: BENCH_ARGS
+## (e.g. BENCH_ARGS="--seconds 10 --repeats 5").
+.PHONY: bench
+bench:
+	bash bench/provision-wrk.sh
+	venv=$(VENV); "$$venv/bin/python" bench/bench.py $(BENCH_ARGS)
+
 ## The validation runbook against the running compose stack: traffic, a controlled failure,
 ## then the checks in Elasticsearch and p95 per stage (deploy/README.md, "Validation runbook").
-## The `elastic` password: ELASTIC_PASSWORD, else the one the stack keeps in its secrets volume.
+## The `elastic` password: ELASTIC_PASSWORD, else the one the stack keeps in its secrets volume;
+## the model service's admin token likewise (MODEL_SERVICE__ADMIN_TOKEN).
 ## Extra flags: VERIFY_ARGS (e.g. VERIFY_ARGS=--help).
 verify:
 	venv=$(VENV); \
 	if [ -z "$${ELASTIC_PASSWORD:-}$${ELASTIC_PASSWORD_FILE:-}$${ELASTICSEARCH_API_KEY:-}" ] && command -v docker >/dev/null; then \
 		ELASTIC_PASSWORD="$$(docker compose run --rm --no-deps -T secrets python /deploy/elasticsearch/setup.py show elastic/elastic.password 2>/dev/null || true)"; \
 		export ELASTIC_PASSWORD; \
+	fi; \
+	if [ -z "$${MODEL_SERVICE__ADMIN_TOKEN:-}$${MODEL_SERVICE__ADMIN_TOKEN_FILE:-}" ] && command -v docker >/dev/null; then \
+		MODEL_SERVICE__ADMIN_TOKEN="$$(docker compose run --rm --no-deps -T secrets python /deploy/elasticsearch/setup.py show model-service/admin.token 2>/dev/null || true)"; \
+		export MODEL_SERVICE__ADMIN_TOKEN; \
 	fi; \
 	"$$venv/bin/python" deploy/verify/runbook.py $(VERIFY_ARGS)

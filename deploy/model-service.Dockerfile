@@ -23,6 +23,8 @@ USER 10001:10001
 WORKDIR /var/lib/model-service
 # Artifacts and the feature store live in /var/lib/model-service, a volume in
 # compose shared by the trainer (writes a version) and the service (serves the newest).
+# The sampler keeps the caller's `tracestate`, which EDOT's default drops. /admin stays
+# refused until MODEL_SERVICE__ADMIN_TOKEN(_FILE) is set (compose and k8s set the file).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -30,7 +32,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODEL_SERVICE__PORT=8001 \
     MODEL_SERVICE__MODEL_DIR=/var/lib/model-service/models \
     MODEL_SERVICE__DATA_DIR=/var/lib/model-service/data \
-    OTEL_SERVICE_NAME=model-service
+    OTEL_SERVICE_NAME=model-service \
+    OTEL_TRACES_SAMPLER=parentbased_always_on
 EXPOSE 8001
 # /health answers 200 only once a model is loaded; a long start period covers
 # the first start, when the trainer may still be writing the first version.

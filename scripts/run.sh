@@ -30,10 +30,12 @@ if [[ -z "$(ls -A "$MODEL_SERVICE__MODEL_DIR")" ]]; then
   OTEL_SERVICE_NAME=model-training "$venv/bin/python" -m model_service.train
 fi
 
-echo "run: building the gateway" >&2
+# Release: load tests against the prediction endpoint are one of its uses, and a debug
+# build is several times slower.
+echo "run: building the gateway (release)" >&2
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/cargo-target}"
-cargo build --quiet -p gateway --manifest-path "$here/Cargo.toml"
-gateway_bin="$CARGO_TARGET_DIR/debug/gateway"
+cargo build --quiet --release -p gateway --manifest-path "$here/Cargo.toml"
+gateway_bin="$CARGO_TARGET_DIR/release/gateway"
 
 pids=()
 stop_all() {
@@ -51,11 +53,28 @@ trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
 trap stop_all EXIT
 
+# The /admin routes need a bearer token (model-service/README.md): yours if you set one,
+# else a fresh one per run, in a file only you can read.
+if [[ -z "${MODEL_SERVICE__ADMIN_TOKEN:-}${MODEL_SERVICE__ADMIN_TOKEN_FILE:-}" ]]; then
+  export MODEL_SERVICE__ADMIN_TOKEN_FILE="$run_dir/admin.token"
+  (umask 077 && "$venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$MODEL_SERVICE__ADMIN_TOKEN_FILE")
+fi
+# How to send it, for the summary below (expanded by the shell you paste it into).
+if [[ -n "${MODEL_SERVICE__ADMIN_TOKEN_FILE:-}" ]]; then
+  admin_header="Authorization: Bearer \$(cat $MODEL_SERVICE__ADMIN_TOKEN_FILE)"
+else
+  admin_header="Authorization: Bearer \$MODEL_SERVICE__ADMIN_TOKEN"
+fi
+model_version_label="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("model-service"))')"
+
 # Read by the instrumentation before the service's code runs (model-service/README.md):
-# current HTTP semantic conventions, and no spans for health probes.
+# current HTTP semantic conventions, no spans for health probes, a sampler that keeps the
+# caller's tracestate, and the resource's environment and version (yours appended win).
 OTEL_SERVICE_NAME="${MODEL_OTEL_SERVICE_NAME:-model-service}" \
 OTEL_SEMCONV_STABILITY_OPT_IN="${OTEL_SEMCONV_STABILITY_OPT_IN:-http}" \
 OTEL_PYTHON_FASTAPI_EXCLUDED_URLS="${OTEL_PYTHON_FASTAPI_EXCLUDED_URLS:-health}" \
+OTEL_TRACES_SAMPLER="${OTEL_TRACES_SAMPLER:-parentbased_always_on}" \
+OTEL_RESOURCE_ATTRIBUTES="deployment.environment.name=local,service.version=$model_version_label${OTEL_RESOURCE_ATTRIBUTES:+,$OTEL_RESOURCE_ATTRIBUTES}" \
 MODEL_SERVICE__PORT="$model_port" \
   "$venv/bin/opentelemetry-instrument" "$venv/bin/python" -m model_service &
 pids+=("$!")
@@ -95,6 +114,10 @@ cat <<INFO
   Ask for a prediction (run it twice: a miss, then a hit):
 
     curl -s -X POST http://127.0.0.1:$gateway_port/v1/predict -H 'content-type: application/json' -d '{"data_id": "cust-000042"}'
+
+  Model service admin routes (fault injection, version switch) take a bearer token:
+
+    curl -s -H "$admin_header" http://127.0.0.1:$model_port/admin/faults
 
   Ctrl-C stops both services.
 

@@ -31,8 +31,8 @@ from pathlib import Path
 SECRETS_DIR = Path(os.environ.get("SECRETS_DIR", "/run/stack-secrets"))
 
 # Folder -> uid of the containers that mount it (Elastic's images run as 1000,
-# the gateway as 10001: deploy/gateway.Dockerfile).
-OWNERS = {"elastic": 1000, "kibana": 1000, "collector": 1000, "gateway": 10001}
+# the gateway and the model service as 10001: deploy/*.Dockerfile).
+OWNERS = {"elastic": 1000, "kibana": 1000, "collector": 1000, "gateway": 10001, "model-service": 10001}
 
 # Secret file -> (variable that may set it in .env, bytes of randomness if generated).
 GENERATED = {
@@ -43,6 +43,8 @@ GENERATED = {
     "kibana/saved-objects.key": ("KIBANA_SAVED_OBJECTS_KEY", 32),
     "kibana/security.key": ("KIBANA_SECURITY_KEY", 32),
     "kibana/reporting.key": ("KIBANA_REPORTING_KEY", 32),
+    # The bearer token of the model service's /admin routes (runbook: `show model-service/admin.token`).
+    "model-service/admin.token": ("MODEL_SERVICE_ADMIN_TOKEN", 32),
 }
 
 # What each client may do, and nothing more.

@@ -43,7 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--model-service-url",
         default=env("RUNBOOK_MODEL_SERVICE_URL", "http://127.0.0.1:8001"),
-        help="env RUNBOOK_MODEL_SERVICE_URL; its /admin/faults drives the controlled failure",
+        help="env RUNBOOK_MODEL_SERVICE_URL; its /admin/faults drives the controlled failure, with the "
+        "service's admin token from MODEL_SERVICE__ADMIN_TOKEN or the file MODEL_SERVICE__ADMIN_TOKEN_FILE names",
     )
     parser.add_argument(
         "--elasticsearch-url",
@@ -87,6 +88,23 @@ def search_client(args: argparse.Namespace) -> SearchClient:
     return SearchClient(args.elasticsearch_url, auth=auth, api_key=api_key)
 
 
+def model_service_admin_token() -> str:
+    """The model service's admin token, taken as the service takes it (same variables).
+
+    Raises ValueError naming where to find it when neither variable is set.
+    """
+    token = os.environ.get("MODEL_SERVICE__ADMIN_TOKEN", "")
+    if not token and (token_file := os.environ.get("MODEL_SERVICE__ADMIN_TOKEN_FILE")):
+        token = Path(token_file).read_text().strip()
+    if not token:
+        raise ValueError(
+            "the controlled failure needs the model service's admin token: set MODEL_SERVICE__ADMIN_TOKEN or "
+            "MODEL_SERVICE__ADMIN_TOKEN_FILE (compose stack: `docker compose run --rm --no-deps -T secrets "
+            "python /deploy/elasticsearch/setup.py show model-service/admin.token`)"
+        )
+    return token
+
+
 def wait_for_checks(
     client: SearchClient, indices: Indices, run: RunRecord, training_lookback: str | None, wait_seconds: float
 ) -> list[CheckResult]:
@@ -114,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"checking the run recorded in {args.check_only}")
         else:
             print(f"traffic: {args.requests} ids twice through {args.gateway_url}, then one controlled failure")
-            run = run_traffic(args.gateway_url, args.model_service_url, args.requests)
+            run = run_traffic(args.gateway_url, args.model_service_url, args.requests, model_service_admin_token())
             print(
                 f"sent {len(run.requests)} requests; failed on purpose: trace {run.error_trace_id}; model {run.model}"
             )

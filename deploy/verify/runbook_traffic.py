@@ -75,11 +75,13 @@ def run_traffic(
     gateway_url: str,
     model_service_url: str,
     distinct_ids: int,
+    admin_token: str,
     id_space: int = DEFAULT_ID_SPACE,
     rng: random.Random | None = None,
 ) -> RunRecord:
     """Send each of `distinct_ids` fresh ids twice (a miss, then a hit), then one request
-    while the model service fails every prediction; the record of all of it."""
+    while the model service fails every prediction (set through its /admin routes, which
+    take `admin_token`); the record of all of it."""
     rng = rng or random.Random()
     session = requests.Session()
     _require_ready(session, gateway_url, model_service_url)
@@ -97,7 +99,7 @@ def run_traffic(
                 raise TrafficError(f"POST /v1/predict {data_id} answered {record.status}; the stack is not healthy")
             records.append(record)
 
-    error_trace_id = _controlled_failure(session, gateway_url, model_service_url, failure_ids, records)
+    error_trace_id = _controlled_failure(session, gateway_url, model_service_url, admin_token, failure_ids, records)
     served = _served_model(session, gateway_url, traffic_ids[0])
     return RunRecord(
         started_at_ms=started_at_ms,
@@ -134,16 +136,26 @@ def _controlled_failure(
     session: requests.Session,
     gateway_url: str,
     model_service_url: str,
+    admin_token: str,
     failure_ids: list[str],
     records: list[RequestRecord],
 ) -> str:
     """Every prediction fails in the model service while one fresh id is requested; the
     previous fault settings come back whatever happens."""
     faults_url = f"{model_service_url}/admin/faults"
-    previous = session.get(faults_url, timeout=_HTTP_TIMEOUT_SECONDS)
+    # Only on the admin requests: the gateway has no business seeing the model service's token.
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    previous = session.get(faults_url, headers=admin, timeout=_HTTP_TIMEOUT_SECONDS)
+    if previous.status_code in (401, 403):
+        raise TrafficError(
+            f"GET {faults_url} answered {previous.status_code}: the admin token is wrong or the service has none "
+            f"({_json_or_empty(previous).get('error', {}).get('message', previous.text[:300])})"
+        )
     if previous.status_code != 200:
         raise TrafficError(f"GET {faults_url} answered {previous.status_code}: no fault injection to drive")
-    response = session.put(faults_url, json={"latency_ms": 0, "error_rate": 1.0}, timeout=_HTTP_TIMEOUT_SECONDS)
+    response = session.put(
+        faults_url, json={"latency_ms": 0, "error_rate": 1.0}, headers=admin, timeout=_HTTP_TIMEOUT_SECONDS
+    )
     if response.status_code != 200:
         raise TrafficError(f"PUT {faults_url} answered {response.status_code}: {response.text[:300]}")
     try:
@@ -160,7 +172,7 @@ def _controlled_failure(
             return record.trace_id
         raise TrafficError(f"all {len(failure_ids)} ids of the controlled failure were cache hits")
     finally:
-        session.put(faults_url, json=previous.json(), timeout=_HTTP_TIMEOUT_SECONDS)
+        session.put(faults_url, json=previous.json(), headers=admin, timeout=_HTTP_TIMEOUT_SECONDS)
 
 
 def _served_model(session: requests.Session, gateway_url: str, data_id: str) -> dict[str, str]:

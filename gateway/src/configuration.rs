@@ -94,6 +94,10 @@ pub struct StoreSettings {
     /// Timeout of one store request (`GATEWAY__STORE__TIMEOUT_MS`, default 2000): a slow
     /// store must not hold a request past the point where the model would have answered.
     pub timeout_ms: u64,
+    /// Ask the store for gzip-compressed answers (`GATEWAY__STORE__COMPRESSION`, default
+    /// false): worth it only for a store across a slow or metered network; near the store,
+    /// compressing a ~0.4 KB document costs the node and the gateway more than it saves.
+    pub compression: bool,
     /// Predictions waiting for a store write retry (`GATEWAY__STORE__WRITE_BEHIND_CAPACITY`,
     /// default 10000); beyond it they are dropped, counted and logged.
     pub write_behind_capacity: usize,
@@ -147,6 +151,7 @@ impl Default for Settings {
                 password: None,
                 api_key: None,
                 timeout_ms: 2_000,
+                compression: false,
                 write_behind_capacity: 10_000,
                 write_behind_max_attempts: 8,
             },
@@ -298,6 +303,7 @@ impl Settings {
             "STORE__TIMEOUT_MS" => {
                 self.store.timeout_ms = parse(name, value, "number of milliseconds")?
             }
+            "STORE__COMPRESSION" => self.store.compression = parse(name, value, "true or false")?,
             "STORE__WRITE_BEHIND_CAPACITY" => {
                 self.store.write_behind_capacity = parse(name, value, "count")?
             }
@@ -330,6 +336,8 @@ impl Settings {
                     _ => return Err(invalid(name, value, "log format (text or json)")),
                 }
             }
+            // Baggage caps: read by `telemetry::init` with the `OTEL_*` variables.
+            "TELEMETRY__BAGGAGE_MAX_ENTRIES" | "TELEMETRY__BAGGAGE_MAX_BYTES" => {}
             _ => return Err(ConfigurationError::UnknownSetting(name.to_owned())),
         }
         Ok(())

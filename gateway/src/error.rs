@@ -5,7 +5,11 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
+use opentelemetry_semantic_conventions::attribute::{
+    EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE, EXCEPTION_TYPE,
+};
 use serde::Serialize;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -205,12 +209,72 @@ pub fn current_trace_id() -> String {
     }
 }
 
+impl ApiError {
+    /// The error this one wraps, where the cause chain continues.
+    fn cause(&self) -> Option<(String, &(dyn std::error::Error + 'static))> {
+        match self {
+            Self::Model(error) => Some((type_and_variant(error), error)),
+            Self::Store(error) => Some((type_and_variant(error), error)),
+            Self::InvalidDataId(error) => Some((type_and_variant(error), error)),
+            _ => None,
+        }
+    }
+
+    /// Records this failure of the current request once, as an `exception` event on its
+    /// server span, plus one log line for the log stream.
+    ///
+    /// An event rather than a log record with `exception.*` attributes: Elastic's
+    /// elasticapm processor makes error documents (Kibana's Errors view, grouped by
+    /// `exception.type`) from span events named `exception` only; it marks every log
+    /// record a plain log. The log line therefore carries no `exception.*` attribute,
+    /// so no backend counts the failure twice.
+    fn record_failure(&self, code: &'static str) {
+        let own_type = type_and_variant(self);
+        let mut stacktrace = format!("{own_type}: {self}");
+        let mut exception_type = own_type;
+        let mut source = None;
+        if let Some((cause_type, cause)) = self.cause() {
+            stacktrace.push_str(&format!("\ncaused by: {cause_type}: {cause}"));
+            // The innermost typed error names the failure best (and groups it in Kibana).
+            exception_type = cause_type;
+            source = cause.source();
+        }
+        while let Some(cause) = source {
+            stacktrace.push_str(&format!("\ncaused by: {cause}"));
+            source = cause.source();
+        }
+        tracing::Span::current().add_event(
+            "exception",
+            vec![
+                KeyValue::new(EXCEPTION_TYPE, exception_type),
+                KeyValue::new(EXCEPTION_MESSAGE, self.to_string()),
+                KeyValue::new(EXCEPTION_STACKTRACE, stacktrace.clone()),
+            ],
+        );
+        tracing::error!(
+            error.code = code,
+            "request failed: {}",
+            stacktrace.replace('\n', "; ")
+        );
+    }
+}
+
+/// `path::Type::Variant` of an error enum value, from its type and its `Debug` form.
+fn type_and_variant<E: std::fmt::Debug>(error: &E) -> String {
+    let debug = format!("{error:?}");
+    let variant = debug
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or_default();
+    format!("{}::{variant}", std::any::type_name::<E>())
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, retry_after) = self.parts();
         if status.is_server_error() {
-            // The one place the cause is logged; the client gets the trace id instead.
-            tracing::error!(error.code = code, error.cause = %self, "request failed");
+            // The one place a failure is recorded; the client gets the trace id instead.
+            self.record_failure(code);
         }
         let body = ErrorBody {
             error: ErrorDetail {
@@ -226,5 +290,24 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exception_type_names_the_innermost_error_variant() {
+        let error = ApiError::Model(ModelClientError::BadAnswer("answered 500".into()));
+        let (cause_type, _) = error.cause().unwrap();
+        assert_eq!(
+            cause_type,
+            "gateway::model_client::ModelClientError::BadAnswer"
+        );
+        assert_eq!(
+            type_and_variant(&ApiError::Overloaded),
+            "gateway::error::ApiError::Overloaded"
+        );
     }
 }

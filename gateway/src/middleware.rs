@@ -2,16 +2,26 @@
 //! (with W3C context extracted and `traceresponse` set), panic catching, load shedding
 //! over a global in-flight cap, the total request deadline, and the body size limit.
 
-use std::time::{Duration, Instant};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::uri::Authority;
+use axum::http::{HeaderValue, Method, Version, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{KeyValue, Value};
+use opentelemetry_semantic_conventions::attribute::{
+    CLIENT_ADDRESS, ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL,
+    HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, NETWORK_PEER_ADDRESS, NETWORK_PEER_PORT,
+    NETWORK_PROTOCOL_VERSION, SERVER_ADDRESS, SERVER_PORT, URL_PATH, URL_QUERY, URL_SCHEME,
+    USER_AGENT_ORIGINAL,
+};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -21,6 +31,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::configuration::ServerSettings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// Wraps `router` in the API layer stack; every limit comes from `settings`.
 pub fn apply<S: Clone + Send + Sync + 'static>(
@@ -34,7 +45,13 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
         .layer(
             ServiceBuilder::new()
                 // Outermost, so every answer below (also shed and timed-out ones) is in the span.
-                .layer(from_fn_with_state(metrics, server_span))
+                .layer(from_fn_with_state(
+                    ServerTelemetry {
+                        metrics,
+                        known_methods: Arc::new(KnownMethods::from_env()),
+                    },
+                    server_span,
+                ))
                 .layer(CatchPanicLayer::custom(|_panic| {
                     ApiError::Internal("handler panicked".into()).into_response()
                 }))
@@ -58,63 +75,206 @@ async fn layer_error(error: BoxError) -> Response {
     }
 }
 
+/// What the server span middleware shares between requests.
+#[derive(Clone)]
+struct ServerTelemetry {
+    metrics: Metrics,
+    known_methods: Arc<KnownMethods>,
+}
+
+/// The request methods reported as they are; any other is `_OTHER`, so a client cannot
+/// mint span names and metric series (semantic conventions, `http.request.method`).
+struct KnownMethods(Vec<String>);
+
+impl KnownMethods {
+    /// The methods of RFC 9110, PATCH (RFC 5789) and QUERY, the conventions' default set.
+    const DEFAULT: [&str; 10] = [
+        "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE",
+    ];
+
+    /// `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` (a comma-separated, case-sensitive full
+    /// override, as the conventions require one) or the default set.
+    fn from_env() -> Self {
+        Self::parse(std::env::var("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS").ok())
+    }
+
+    fn parse(value: Option<String>) -> Self {
+        match value.filter(|v| !v.trim().is_empty()) {
+            Some(list) => Self(
+                list.split(',')
+                    .map(|m| m.trim().to_owned())
+                    .filter(|m| !m.is_empty())
+                    .collect(),
+            ),
+            None => Self(Self::DEFAULT.map(str::to_owned).to_vec()),
+        }
+    }
+
+    /// `http.request.method` of `method`, and `http.request.method_original` when they differ.
+    fn normalize(&self, method: &Method) -> (Cow<'static, str>, Option<String>) {
+        let original = method.as_str();
+        if self.0.iter().any(|known| known == original) {
+            let name = static_method(method)
+                .map_or_else(|| Cow::Owned(original.to_owned()), Cow::Borrowed);
+            (name, None)
+        } else {
+            (Cow::Borrowed(OTHER_METHOD), Some(original.to_owned()))
+        }
+    }
+}
+
+/// `http.request.method` of a method outside the known set.
+const OTHER_METHOD: &str = "_OTHER";
+
+/// A method's name without allocating, for the well-known methods.
+fn static_method(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::CONNECT => "CONNECT",
+        Method::DELETE => "DELETE",
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::TRACE => "TRACE",
+        _ if method.as_str() == "QUERY" => "QUERY",
+        _ => return None,
+    })
+}
+
+/// `network.protocol.version` as the conventions write it (`1.1`, `2`), not `HTTP/1.1`.
+fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "unknown",
+    }
+}
+
+/// Query parameters whose values the conventions say to redact in `url.query`: signed
+/// URLs carry credentials in them.
+const REDACTED_QUERY_KEYS: [&str; 4] = ["AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"];
+
+/// `url.query` with the values of [`REDACTED_QUERY_KEYS`] replaced by `REDACTED`.
+fn redacted_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if REDACTED_QUERY_KEYS.contains(&key) => format!("{key}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `server.address` and `server.port` from the request target's authority (HTTP/2) or
+/// the `Host` header (HTTP/1.1); the port only when the client named one.
+fn server_authority(request: &Request) -> Option<(String, Option<u16>)> {
+    let authority = match request.uri().authority() {
+        Some(authority) => authority.clone(),
+        None => request
+            .headers()
+            .get(header::HOST)?
+            .to_str()
+            .ok()?
+            .parse::<Authority>()
+            .ok()?,
+    };
+    Some((authority.host().to_owned(), authority.port_u16()))
+}
+
 /// The HTTP server span of one request, named `{method} {route}` with the attributes of
 /// the semantic conventions, parented on the caller's `traceparent` (and carrying its
 /// baggage); records the duration and in-flight metrics and sets `traceresponse`.
-async fn server_span(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
+async fn server_span(
+    State(telemetry): State<ServerTelemetry>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (method, method_original) = telemetry.known_methods.normalize(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned());
-    let name = match &route {
-        Some(route) => format!("{method} {route}"),
-        None => method.clone(),
+    // An unknown method is not part of the name: `HTTP {route}`, as the conventions say.
+    let verb = if method == OTHER_METHOD {
+        "HTTP"
+    } else {
+        &method
     };
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
-    });
+    let name = match &route {
+        Some(route) => format!("{verb} {route}"),
+        None => verb.to_owned(),
+    };
+    let version = protocol_version(request.version());
+    let parent = telemetry::extract_context(request.headers());
     let span = tracing::info_span!(
         target: "gateway::http",
         "http_request",
         otel.name = %name,
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = %method,
-        http.route = Empty,
-        http.response.status_code = Empty,
-        url.path = request.uri().path(),
-        url.scheme = "http",
-        network.protocol.version = ?request.version(),
-        user_agent.original = Empty,
-        error.type = Empty,
     );
-    if let Some(route) = &route {
-        span.record("http.route", route.as_str());
+    let mut attributes = vec![
+        KeyValue::new(HTTP_REQUEST_METHOD, method.clone()),
+        KeyValue::new(URL_PATH, request.uri().path().to_owned()),
+        KeyValue::new(URL_SCHEME, "http"),
+        KeyValue::new(NETWORK_PROTOCOL_VERSION, version),
+    ];
+    if let Some(original) = method_original {
+        attributes.push(KeyValue::new(HTTP_REQUEST_METHOD_ORIGINAL, original));
     }
-    if let Some(agent) = request.headers().get(axum::http::header::USER_AGENT)
+    if let Some(route) = &route {
+        attributes.push(KeyValue::new(HTTP_ROUTE, route.clone()));
+    }
+    if let Some(query) = request.uri().query().filter(|q| !q.is_empty()) {
+        attributes.push(KeyValue::new(URL_QUERY, redacted_query(query)));
+    }
+    if let Some((host, port)) = server_authority(&request) {
+        attributes.push(KeyValue::new(SERVER_ADDRESS, host));
+        if let Some(port) = port {
+            attributes.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+        }
+    }
+    // The peer is the client: the gateway trusts no forwarding header to say otherwise.
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        let address = peer.ip().to_string();
+        attributes.push(KeyValue::new(CLIENT_ADDRESS, address.clone()));
+        attributes.push(KeyValue::new(NETWORK_PEER_ADDRESS, address));
+        attributes.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
+    }
+    if let Some(agent) = request.headers().get(header::USER_AGENT)
         && let Ok(agent) = agent.to_str()
     {
-        span.record("user_agent.original", agent);
+        attributes.push(KeyValue::new(USER_AGENT_ORIGINAL, agent.to_owned()));
+    }
+    for attribute in attributes {
+        span.set_attribute(attribute.key, attribute.value);
     }
     // Before the span is first entered, or the parent cannot be set any more.
     let _ = span.set_parent(parent);
 
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", method),
-        KeyValue::new("url.scheme", "http"),
+    let mut metric_attributes = vec![
+        KeyValue::new(HTTP_REQUEST_METHOD, method),
+        KeyValue::new(URL_SCHEME, "http"),
     ];
-    let active = ActiveRequest::start(&metrics, attributes.clone());
+    let active = ActiveRequest::start(&telemetry.metrics, metric_attributes.clone());
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
-    let elapsed: Duration = started.elapsed();
+    let elapsed = started.elapsed();
     drop(active);
 
-    let status = response.status().as_u16();
-    span.record("http.response.status_code", i64::from(status));
-    if status >= 500 {
+    let status = i64::from(response.status().as_u16());
+    span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status);
+    // Only 5xx are server errors; a 4xx is the client's (conventions, span status).
+    let error_type = (status >= 500).then(|| Value::from(status.to_string()));
+    if let Some(error_type) = &error_type {
         span.record("otel.status_code", "ERROR");
-        span.record("error.type", status.to_string());
+        span.set_attribute(ERROR_TYPE, error_type.clone());
     }
     let cx = span.context();
     let span_context = cx.span().span_context().clone();
@@ -130,15 +290,17 @@ async fn server_span(State(metrics): State<Metrics>, request: Request, next: Nex
         }
     }
     if let Some(route) = route {
-        attributes.push(KeyValue::new("http.route", route));
+        metric_attributes.push(KeyValue::new(HTTP_ROUTE, route));
     }
-    attributes.push(KeyValue::new(
-        "http.response.status_code",
-        i64::from(status),
-    ));
-    metrics
+    metric_attributes.push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, status));
+    metric_attributes.push(KeyValue::new(NETWORK_PROTOCOL_VERSION, version));
+    if let Some(error_type) = error_type {
+        metric_attributes.push(KeyValue::new(ERROR_TYPE, error_type));
+    }
+    telemetry
+        .metrics
         .server_duration
-        .record(elapsed.as_secs_f64(), &attributes);
+        .record(elapsed.as_secs_f64(), &metric_attributes);
     response
 }
 
@@ -162,5 +324,54 @@ impl<'a> ActiveRequest<'a> {
 impl Drop for ActiveRequest<'_> {
     fn drop(&mut self) {
         self.metrics.server_active.add(-1, &self.attributes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_differently_cased_methods_are_other_with_the_original_kept() {
+        let known = KnownMethods::parse(None);
+        let cases = [
+            ("GET", "GET", None),
+            ("PATCH", "PATCH", None),
+            ("QUERY", "QUERY", None),
+            ("ZZMETHOD1", "_OTHER", Some("ZZMETHOD1")),
+            ("get", "_OTHER", Some("get")),
+        ];
+        for (method, name, original) in cases {
+            let (normalized, kept) =
+                known.normalize(&Method::from_bytes(method.as_bytes()).unwrap());
+            assert_eq!(
+                (&*normalized, kept.as_deref()),
+                (name, original),
+                "{method}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_known_methods_variable_is_a_full_override() {
+        let known = KnownMethods::parse(Some("GET, PURGE".into()));
+        assert_eq!(known.normalize(&Method::POST).0, "_OTHER");
+        assert_eq!(known.normalize(&Method::GET).0, "GET");
+        let purge = Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(known.normalize(&purge), (Cow::Borrowed("PURGE"), None));
+    }
+
+    #[test]
+    fn protocol_versions_are_written_as_the_conventions_say() {
+        assert_eq!(protocol_version(Version::HTTP_11), "1.1");
+        assert_eq!(protocol_version(Version::HTTP_2), "2");
+    }
+
+    #[test]
+    fn signed_url_parameters_are_redacted_in_the_query() {
+        assert_eq!(
+            redacted_query("a=1&sig=abc&Signature=x&b"),
+            "a=1&sig=REDACTED&Signature=REDACTED&b"
+        );
     }
 }

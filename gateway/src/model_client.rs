@@ -5,6 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use opentelemetry::KeyValue;
+use opentelemetry_semantic_conventions::attribute::{
+    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, SERVER_ADDRESS, SERVER_PORT,
+    URL_FULL,
+};
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -15,6 +19,7 @@ use crate::circuit_breaker::{CallOutcome, CircuitBreaker};
 use crate::configuration::ModelSettings;
 use crate::domain::{DataId, ModelInfo, Prediction};
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// Why a model call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -189,24 +194,21 @@ impl ModelClient {
             .base
             .join(path)
             .map_err(|e| ModelClientError::Unavailable(e.to_string()))?;
+        let server_address = url.host_str().unwrap_or_default().to_owned();
+        let server_port = i64::from(url.port_or_known_default().unwrap_or_default());
         let span = tracing::info_span!(
             target: "gateway::model_client",
             "model_call",
             otel.name = method.as_str(),
             otel.kind = "client",
             otel.status_code = Empty,
-            http.request.method = method.as_str(),
-            http.response.status_code = Empty,
-            server.address = url.host_str().unwrap_or_default(),
-            server.port = url.port_or_known_default().unwrap_or_default() as i64,
-            url.full = url.as_str(),
-            error.type = Empty,
         );
+        span.set_attribute(HTTP_REQUEST_METHOD, method.as_str().to_owned());
+        span.set_attribute(SERVER_ADDRESS, server_address.clone());
+        span.set_attribute(SERVER_PORT, server_port);
+        span.set_attribute(URL_FULL, without_credentials(&url));
         let mut headers = HeaderMap::new();
-        let cx = span.context();
-        opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(&mut headers))
-        });
+        telemetry::inject_context(&span.context(), &mut headers);
         let mut request = self.http.request(method.clone(), url).headers(headers);
         if let Some(body) = body {
             request = request.json(&body);
@@ -220,10 +222,16 @@ impl ModelClient {
         }
         .instrument(span.clone())
         .await;
-        let result = match outcome {
+        let mut attributes = vec![
+            KeyValue::new(HTTP_REQUEST_METHOD, method.as_str().to_owned()),
+            KeyValue::new(SERVER_ADDRESS, server_address),
+            KeyValue::new(SERVER_PORT, server_port),
+        ];
+        let (result, error_type) = match outcome {
             Ok((status, bytes)) => {
-                span.record("http.response.status_code", i64::from(status));
-                match status {
+                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, i64::from(status));
+                attributes.push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
+                let result = match status {
                     200..=299 => serde_json::from_slice(&bytes).map_err(|e| {
                         ModelClientError::BadAnswer(format!("undecodable {status} answer: {e}"))
                     }),
@@ -233,35 +241,29 @@ impl ModelClient {
                         "answered {status}: {}",
                         String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
                     ))),
-                }
-                .inspect_err(|_| {
-                    if status >= 400 {
-                        span.record("error.type", status.to_string());
-                    }
-                })
+                };
+                // A 4xx or 5xx answer is the error, named by its status (conventions); an
+                // unusable 2xx answer by what went wrong.
+                let error_type = match &result {
+                    Err(_) if status >= 400 => Some(status.to_string()),
+                    Err(error) => Some(error_type(error).to_owned()),
+                    Ok(_) => None,
+                };
+                (result, error_type)
             }
             Err(error) => {
-                let kind = match &error {
-                    ModelClientError::Timeout => "timeout",
-                    _ => "unavailable",
-                };
-                span.record("error.type", kind);
-                Err(error)
+                let error_type = error_type(&error).to_owned();
+                (Err(error), Some(error_type))
             }
         };
         if let Err(error) = &result {
             span.record("otel.status_code", "ERROR");
             span.set_status(opentelemetry::trace::Status::error(error.to_string()));
         }
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method.as_str().to_owned()),
-            KeyValue::new(
-                "server.address",
-                self.base.host_str().unwrap_or_default().to_owned(),
-            ),
-        ];
-        if let Err(error) = &result {
-            attributes.push(KeyValue::new("error.type", error_type(error)));
+        // The span and its metric point say the same error.
+        if let Some(error_type) = error_type {
+            span.set_attribute(ERROR_TYPE, error_type.clone());
+            attributes.push(KeyValue::new(ERROR_TYPE, error_type));
         }
         self.metrics
             .client_duration
@@ -270,7 +272,24 @@ impl ModelClient {
     }
 }
 
-fn classify(error: reqwest::Error) -> ModelClientError {
+/// `url` without its userinfo: credentials in the model URL must not reach telemetry.
+pub fn without_credentials(url: &url::Url) -> String {
+    let mut url = url.clone();
+    strip_credentials(&mut url);
+    url.into()
+}
+
+fn strip_credentials(url: &mut url::Url) {
+    // Only fails for URLs that cannot have userinfo, which then have none.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+}
+
+fn classify(mut error: reqwest::Error) -> ModelClientError {
+    // reqwest names the URL in its messages, which end up in logs and exception events.
+    if let Some(url) = error.url_mut() {
+        strip_credentials(url);
+    }
     if error.is_timeout() {
         ModelClientError::Timeout
     } else if error.is_connect() || error.is_request() {
@@ -287,5 +306,19 @@ fn error_type(error: &ModelClientError) -> &'static str {
         ModelClientError::CircuitOpen { .. } => "circuit_open",
         ModelClientError::UnknownDataId => "404",
         ModelClientError::BadAnswer(_) => "bad_answer",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_stripped_from_a_url_for_telemetry() {
+        let url = url::Url::parse("http://user:secret@model.local:8001/predict?x=1").unwrap();
+        assert_eq!(
+            without_credentials(&url),
+            "http://model.local:8001/predict?x=1"
+        );
     }
 }

@@ -9,41 +9,56 @@
 //! One default differs from the SDK's: metrics are exported with delta temporality unless
 //! `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` says otherwise, as Elastic's EDOT
 //! SDKs (and so the model service) do, because the collector's elasticsearch exporter
-//! drops cumulative histograms.
+//! drops cumulative histograms. Set but empty counts as unset, as for every `OTEL_*`
+//! variable.
+//!
+//! Baggage copied onto spans is capped by `GATEWAY__TELEMETRY__BAGGAGE_MAX_ENTRIES`
+//! (default 16) and `GATEWAY__TELEMETRY__BAGGAGE_MAX_BYTES` (default 1024), read here
+//! with the `OTEL_*` variables because they shape telemetry only.
+
+mod baggage;
+mod logs;
+mod w3c;
 
 use std::time::Duration;
 
-use opentelemetry::baggage::BaggageExt;
+use axum::http::HeaderMap;
 use opentelemetry::propagation::TextMapCompositePropagator;
-use opentelemetry::trace::{Span as _, TracerProvider as _};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Context, KeyValue, global};
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_otlp::OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE;
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanProcessor};
-use opentelemetry_sdk::{Resource, trace};
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use opentelemetry_sdk::resource::{EnvResourceDetector, TelemetryResourceDetector};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, IdGenerator, RandomIdGenerator, SdkTracerProvider,
+};
+use opentelemetry_semantic_conventions::resource::{
+    SERVICE_INSTANCE_ID, SERVICE_NAME as SERVICE_NAME_KEY, SERVICE_VERSION,
+};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
+pub use baggage::BaggageLimits;
+pub use w3c::W3cExtractor;
+
 use crate::configuration::LogFormat;
+use baggage::BaggageAttributes;
+use logs::PlainLogRecords;
 
 /// The default `service.name`, used when neither `OTEL_SERVICE_NAME` nor
 /// `OTEL_RESOURCE_ATTRIBUTES` names the service.
 pub const SERVICE_NAME: &str = "inference-gateway";
 
-/// `ml.*` attributes the gateway sets itself; baggage entries cannot overwrite them.
-const OWN_ML_ATTRIBUTES: [&str; 5] = [
-    "ml.data_id",
-    "ml.model.name",
-    "ml.model.version",
-    "ml.run_id",
-    "ml.cache.result",
-];
+/// The variable capping the baggage entries copied onto one span.
+const BAGGAGE_MAX_ENTRIES: &str = "GATEWAY__TELEMETRY__BAGGAGE_MAX_ENTRIES";
+/// The variable capping the baggage bytes copied onto one span.
+const BAGGAGE_MAX_BYTES: &str = "GATEWAY__TELEMETRY__BAGGAGE_MAX_BYTES";
 
 /// Crates whose own logs must not go back into OTLP: the exporter's transport would
 /// log about exporting its own logs (opentelemetry-rust #2877).
@@ -81,6 +96,14 @@ pub enum TelemetryError {
     /// A global subscriber was already installed.
     #[error("cannot install the tracing subscriber: {0}")]
     Subscriber(String),
+    /// A `GATEWAY__TELEMETRY__` variable does not hold a count.
+    #[error("{name}={value:?} is not a count")]
+    InvalidLimit {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
 }
 
 /// Which signals leave the process, from `OTEL_SDK_DISABLED` and `OTEL_*_EXPORTER`.
@@ -121,7 +144,9 @@ impl Exports {
 /// Sets up propagators, providers and the global subscriber. Call once, from `main`,
 /// inside the Tokio runtime (the gRPC exporters are built there).
 pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
-    let exports = Exports::from_env(|name| std::env::var(name).ok());
+    let var = |name: &str| std::env::var(name).ok();
+    let exports = Exports::from_env(var);
+    let limits = baggage_limits(var)?;
     if let Ok(protocol) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
         && protocol.trim() != "grpc"
     {
@@ -132,9 +157,7 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
     set_propagator();
     let resource = resource();
 
-    let mut tracer_builder = SdkTracerProvider::builder()
-        .with_resource(resource.clone())
-        .with_span_processor(BaggageAttributes);
+    let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
     if exports.traces {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -143,20 +166,25 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
                 signal: "traces",
                 source,
             })?;
-        tracer_builder = tracer_builder.with_batch_exporter(exporter);
+        // Baggage becomes attributes only of spans that leave the process.
+        tracer_builder = tracer_builder.with_span_processor(BaggageAttributes::new(
+            BatchSpanProcessor::builder(exporter).build(),
+            limits,
+        ));
     }
     let tracer = tracer_builder.build();
     global::set_tracer_provider(tracer.clone());
 
     let meter = if exports.metrics {
-        let mut builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
-        if std::env::var_os(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE).is_none() {
-            builder = builder.with_temporality(Temporality::Delta);
-        }
-        let exporter = builder.build().map_err(|source| TelemetryError::Exporter {
-            signal: "metrics",
-            source,
-        })?;
+        let preference = var(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE);
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_temporality(temporality(preference.as_deref()))
+            .build()
+            .map_err(|source| TelemetryError::Exporter {
+                signal: "metrics",
+                source,
+            })?;
         let provider = SdkMeterProvider::builder()
             .with_resource(resource.clone())
             .with_reader(PeriodicReader::builder(exporter).build())
@@ -178,6 +206,8 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         Some(
             SdkLoggerProvider::builder()
                 .with_resource(resource)
+                // Before the exporting processor: processors see a record in this order.
+                .with_log_processor(PlainLogRecords)
                 .with_batch_exporter(exporter)
                 .build(),
         )
@@ -206,9 +236,7 @@ pub fn init_for_tests() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         set_propagator();
-        let tracer = SdkTracerProvider::builder()
-            .with_span_processor(BaggageAttributes)
-            .build();
+        let tracer = SdkTracerProvider::builder().build();
         global::set_tracer_provider(tracer.clone());
         let otel = otel_layer(&tracer);
         let console = tracing_subscriber::fmt::layer()
@@ -253,26 +281,96 @@ fn set_propagator() {
     ]));
 }
 
-/// The resource from the `OTEL_*` resource variables, with `service.name` defaulting to
-/// [`SERVICE_NAME`]. `OTEL_SERVICE_NAME` wins over `OTEL_RESOURCE_ATTRIBUTES` as the
-/// specification says (the SDK does the opposite).
-fn resource() -> Resource {
-    let mut builder = Resource::builder()
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
-    let service_name = std::env::var("OTEL_SERVICE_NAME")
-        .ok()
-        .filter(|name| !name.trim().is_empty());
-    let named_in_attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attributes| {
-        attributes
-            .split(',')
-            .any(|kv| kv.trim().starts_with("service.name="))
+/// The context a request carries in its W3C headers (repeated and malformed fields
+/// handled as the specifications say: [`W3cExtractor`]).
+pub fn extract_context(headers: &HeaderMap) -> Context {
+    global::get_text_map_propagator(|propagator| propagator.extract(&W3cExtractor::new(headers)))
+}
+
+/// Writes `cx` into outgoing request headers, without the empty `tracestate:` field the
+/// SDK writes when there is no trace state (W3C: vendors SHOULD avoid sending it).
+pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
+    global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(cx, &mut opentelemetry_http::HeaderInjector(headers))
     });
-    match service_name {
-        Some(name) => builder = builder.with_service_name(name),
-        None if !named_in_attributes => builder = builder.with_service_name(SERVICE_NAME),
-        None => {}
+    if headers
+        .get("tracestate")
+        .is_some_and(|value| value.as_bytes().trim_ascii().is_empty())
+    {
+        headers.remove("tracestate");
+    }
+}
+
+/// The metric temporality `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` asks for:
+/// delta when unset or empty (see the module header), or when it names no temporality.
+fn temporality(preference: Option<&str>) -> Temporality {
+    match preference.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("" | "delta") => Temporality::Delta,
+        Some("cumulative") => Temporality::Cumulative,
+        Some("lowmemory") => Temporality::LowMemory,
+        Some(other) => {
+            eprintln!(
+                "{OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE}={other} is not a temporality \
+                 (delta, cumulative or lowmemory); using delta"
+            );
+            Temporality::Delta
+        }
+    }
+}
+
+/// The baggage caps from `GATEWAY__TELEMETRY__BAGGAGE_MAX_{ENTRIES,BYTES}` (empty: default).
+fn baggage_limits(var: impl Fn(&str) -> Option<String>) -> Result<BaggageLimits, TelemetryError> {
+    let defaults = BaggageLimits::default();
+    let read = |name: &'static str, default: usize| match var(name) {
+        Some(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse()
+            .map_err(|_| TelemetryError::InvalidLimit { name, value }),
+        _ => Ok(default),
+    };
+    Ok(BaggageLimits {
+        max_entries: read(BAGGAGE_MAX_ENTRIES, defaults.max_entries)?,
+        max_bytes: read(BAGGAGE_MAX_BYTES, defaults.max_bytes)?,
+    })
+}
+
+/// The resource: built-in `service.name`, `service.version` (the crate's) and a random
+/// `service.instance.id`, each overridden by `OTEL_RESOURCE_ATTRIBUTES`, and
+/// `OTEL_SERVICE_NAME` over all, as the specification orders them (the SDK's own builder
+/// lets code-set attributes win over the variables instead).
+fn resource() -> Resource {
+    let mut builder = Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_attributes([
+            KeyValue::new(SERVICE_NAME_KEY, SERVICE_NAME),
+            KeyValue::new(SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
+            KeyValue::new(SERVICE_INSTANCE_ID, instance_id()),
+        ])
+        .with_detector(Box::new(EnvResourceDetector::new()));
+    if let Some(name) = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+    {
+        builder = builder.with_service_name(name);
     }
     builder.build()
+}
+
+/// A random UUID (version 4), as the conventions recommend for `service.instance.id`
+/// when nothing identifies the instance more stably.
+fn instance_id() -> String {
+    let mut bytes = u128::from_be_bytes(RandomIdGenerator::default().new_trace_id().to_bytes());
+    bytes = (bytes & !(0xf << 76)) | (0x4 << 76);
+    bytes = (bytes & !(0x3 << 62)) | (0x2 << 62);
+    let hex = format!("{bytes:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 fn install_subscriber(
@@ -307,6 +405,8 @@ fn install_subscriber(
 
 /// The layer that turns the gateway's tracing spans into OpenTelemetry spans, without
 /// the layer's own extras (thread, target, busy/idle times) that no convention names.
+/// Spans only: `tracing` events are log records (the bridge), and as span events too
+/// they would be stored twice.
 fn otel_layer<S>(tracer: &SdkTracerProvider) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
@@ -317,33 +417,11 @@ where
         .with_location(false)
         .with_target(false)
         .with_tracked_inactivity(false)
-        .with_filter(Targets::new().with_target("gateway", LevelFilter::TRACE))
-}
-
-/// Copies `ml.*` baggage entries onto every span started in their context, so an
-/// experiment tag set by a client shows on the gateway's spans as on the model service's.
-#[derive(Debug)]
-struct BaggageAttributes;
-
-impl SpanProcessor for BaggageAttributes {
-    fn on_start(&self, span: &mut trace::Span, cx: &Context) {
-        for (key, (value, _)) in cx.baggage().iter() {
-            let name = key.as_str();
-            if name.starts_with("ml.") && !OWN_ML_ATTRIBUTES.contains(&name) {
-                span.set_attribute(KeyValue::new(key.clone(), value.to_string()));
-            }
-        }
-    }
-
-    fn on_end(&self, _span: SpanData) {}
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
+        .with_filter(
+            Targets::new()
+                .with_target("gateway", LevelFilter::TRACE)
+                .and(filter_fn(|metadata| metadata.is_span())),
+        )
 }
 
 #[cfg(test)]
@@ -385,6 +463,47 @@ mod tests {
                 logs: false
             }
         );
+    }
+
+    #[test]
+    fn an_empty_temporality_preference_means_unset_which_is_delta() {
+        assert_eq!(temporality(None), Temporality::Delta);
+        assert_eq!(temporality(Some("")), Temporality::Delta);
+        assert_eq!(temporality(Some(" ")), Temporality::Delta);
+        assert_eq!(temporality(Some("Cumulative")), Temporality::Cumulative);
+        assert_eq!(temporality(Some("lowmemory")), Temporality::LowMemory);
+    }
+
+    #[test]
+    fn baggage_limits_default_and_reject_what_is_not_a_count() {
+        assert_eq!(baggage_limits(|_| None).unwrap(), BaggageLimits::default());
+        let limits = baggage_limits(|name| (name == BAGGAGE_MAX_ENTRIES).then(|| "3".into()));
+        assert_eq!(limits.unwrap().max_entries, 3);
+        assert!(baggage_limits(|_| Some("many".into())).is_err());
+    }
+
+    #[test]
+    fn the_instance_id_is_a_version_4_uuid() {
+        let id = instance_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        assert_ne!(id, instance_id());
+    }
+
+    #[test]
+    fn an_empty_tracestate_is_not_sent() {
+        init_for_tests();
+        let mut headers = HeaderMap::new();
+        let cx = extract_context(&HeaderMap::from_iter([(
+            axum::http::header::HeaderName::from_static("traceparent"),
+            axum::http::HeaderValue::from_static(
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        )]));
+        inject_context(&cx, &mut headers);
+        assert!(headers.contains_key("traceparent"));
+        assert!(!headers.contains_key("tracestate"));
     }
 
     #[test]

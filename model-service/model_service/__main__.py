@@ -13,8 +13,9 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from model_service.api.admin_auth import AdminTokenSettingsError
 from model_service.core.config import Settings
-from model_service.core.telemetry import configure_telemetry
+from model_service.core.telemetry import configure_telemetry, restart_without_empty_otel_variables
 from model_service.main import create_app
 from model_service.model import UnknownModelVersionError
 
@@ -44,15 +45,17 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def main() -> int:
+    """Serve until SIGTERM/SIGINT; 2 for settings that cannot work."""
+    restart_without_empty_otel_variables()
     try:
         settings = Settings()
     except ValidationError as error:
         print(f"invalid MODEL_SERVICE__* settings: {error}", file=sys.stderr)
         return 2
-    guard = configure_telemetry(settings.log_level)
+    guard = configure_telemetry(settings)
     try:
         app = create_app(settings)
-    except UnknownModelVersionError as error:
+    except (UnknownModelVersionError, AdminTokenSettingsError) as error:
         logger.error("cannot start: %s", error)
         guard.flush()
         return 2

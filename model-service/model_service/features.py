@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from opentelemetry import trace
 
+from model_service.attributes import ML_DATA_ID, ML_DATA_IDS_MISSING, ML_DATA_IDS_REQUESTED, ML_DATASET
 from model_service.dataset import FEATURE_NAMES, Dataset, DatasetSpec, generate
+from model_service.spans import start_span
 
 tracer = trace.get_tracer("model_service.features")
 
@@ -55,16 +57,15 @@ class FeatureStore:
 
     def lookup(self, data_ids: Sequence[str]) -> FeatureLookup:
         """The feature rows of `data_ids`; unknown ids are reported, not raised."""
-        with tracer.start_as_current_span("load_features") as span:
-            span.set_attribute("ml.dataset", self.spec.name)
-            span.set_attribute("ml.data_ids.requested", len(data_ids))
+        with start_span(tracer, "load_features", {ML_DATASET: self.spec.name}) as span:
+            span.set_attribute(ML_DATA_IDS_REQUESTED, len(data_ids))
             if len(data_ids) == 1:
-                span.set_attribute("ml.data_id", data_ids[0])
+                span.set_attribute(ML_DATA_ID, data_ids[0])
             rows = [self._row_of_id.get(data_id) for data_id in data_ids]
             found_ids = [data_id for data_id, row in zip(data_ids, rows, strict=True) if row is not None]
             missing_ids = [data_id for data_id, row in zip(data_ids, rows, strict=True) if row is None]
             features = self.dataset.features[[row for row in rows if row is not None]]
-            span.set_attribute("ml.data_ids.missing", len(missing_ids))
+            span.set_attribute(ML_DATA_IDS_MISSING, len(missing_ids))
             return FeatureLookup(found_ids=found_ids, features=features, missing_ids=missing_ids)
 
 

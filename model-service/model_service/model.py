@@ -20,6 +20,15 @@ from opentelemetry import trace
 from sklearn.base import ClassifierMixin
 from threadpoolctl import ThreadpoolController
 
+from model_service.attributes import (
+    ML_BATCH_SIZE,
+    ML_DATA_ID,
+    ML_MODEL_NAME,
+    ML_MODEL_VERSION,
+    ML_PREDICTION_LABEL,
+    ML_PREDICTION_SCORE,
+    ML_RUN_ID,
+)
 from model_service.dataset import DatasetSpec
 from model_service.spans import start_span
 
@@ -64,10 +73,12 @@ class ModelMetadata:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One row's outcome: the most probable class and every class's probability."""
+    """One row's outcome: the most probable class, every class's probability, and the score
+    (the probability of the last class, the positive one: default)."""
 
     label: str
     probabilities: dict[str, float]
+    score: float
 
 
 class LoadedModel:
@@ -88,17 +99,17 @@ class LoadedModel:
     def span_attributes(self) -> dict[str, str]:
         """The `ml.*` attributes that identify this model on every span it touches."""
         return {
-            "ml.model.name": self.metadata.name,
-            "ml.model.version": self.metadata.version,
-            "ml.run_id": self.metadata.run_id,
+            ML_MODEL_NAME: self.metadata.name,
+            ML_MODEL_VERSION: self.metadata.version,
+            ML_RUN_ID: self.metadata.run_id,
         }
 
     def predict(self, features: np.ndarray, data_ids: Sequence[str]) -> list[Prediction]:
         """Predict every row of `features` (one row per id in `data_ids`)."""
         with start_span(tracer, "predict", self.span_attributes()) as span:
-            span.set_attribute("ml.batch.size", len(data_ids))
+            span.set_attribute(ML_BATCH_SIZE, len(data_ids))
             if len(data_ids) == 1:
-                span.set_attribute("ml.data_id", data_ids[0])
+                span.set_attribute(ML_DATA_ID, data_ids[0])
             if len(data_ids) == 0:
                 return []
             with self._threadpools.limit(limits=1, user_api="openmp"):
@@ -108,12 +119,13 @@ class LoadedModel:
                 Prediction(
                     label=classes[int(np.argmax(row))],
                     probabilities={name: float(p) for name, p in zip(classes, row, strict=True)},
+                    score=float(row[-1]),
                 )
                 for row in probabilities
             ]
             if len(predictions) == 1:
-                span.set_attribute("ml.prediction.label", predictions[0].label)
-                span.set_attribute("ml.prediction.score", predictions[0].probabilities[classes[-1]])
+                span.set_attribute(ML_PREDICTION_LABEL, predictions[0].label)
+                span.set_attribute(ML_PREDICTION_SCORE, predictions[0].score)
             return predictions
 
 

@@ -10,6 +10,13 @@ from pathlib import Path
 
 from opentelemetry import trace
 
+from model_service.attributes import (
+    ML_BATCH_NOT_FOUND,
+    ML_BATCH_SIZE,
+    ML_DATA_ID,
+    ML_PREDICTION_LABEL,
+    ML_PREDICTION_SCORE,
+)
 from model_service.dataset import DatasetSpec
 from model_service.faults import FaultInjector
 from model_service.features import FeatureStore
@@ -98,7 +105,7 @@ class PredictionService:
         """Predict one id: `inject_fault` (when on), `load_features`, `predict`."""
         self._count(predict_requests=1)
         served = self.served()
-        trace.get_current_span().set_attributes({**served.model.span_attributes(), "ml.data_id": data_id})
+        trace.get_current_span().set_attributes({**served.model.span_attributes(), ML_DATA_ID: data_id})
         self.faults.apply()
         lookup = served.store.lookup([data_id])
         if lookup.missing_ids:
@@ -109,8 +116,9 @@ class PredictionService:
             "prediction made",
             extra={
                 **served.model.span_attributes(),
-                "ml.data_id": data_id,
-                "ml.prediction.label": prediction.label,
+                ML_DATA_ID: data_id,
+                ML_PREDICTION_LABEL: prediction.label,
+                ML_PREDICTION_SCORE: prediction.score,
             },
         )
         return SinglePrediction(data_id=data_id, prediction=prediction, model=served.model.metadata)
@@ -122,17 +130,18 @@ class PredictionService:
             raise BatchTooLargeError(f"{len(data_ids)} ids in one batch; at most {self.max_batch_size}")
         served = self.served()
         unique_ids = list(dict.fromkeys(data_ids))
-        trace.get_current_span().set_attributes({**served.model.span_attributes(), "ml.batch.size": len(unique_ids)})
+        trace.get_current_span().set_attributes({**served.model.span_attributes(), ML_BATCH_SIZE: len(unique_ids)})
         self.faults.apply()
         lookup = served.store.lookup(unique_ids)
+        trace.get_current_span().set_attribute(ML_BATCH_NOT_FOUND, len(lookup.missing_ids))
         predictions = served.model.predict(lookup.features, lookup.found_ids)
         self._count(predicted_ids=len(predictions))
         logger.info(
             "batch prediction made",
             extra={
                 **served.model.span_attributes(),
-                "ml.batch.size": len(unique_ids),
-                "ml.batch.not_found": len(lookup.missing_ids),
+                ML_BATCH_SIZE: len(unique_ids),
+                ML_BATCH_NOT_FOUND: len(lookup.missing_ids),
             },
         )
         return BatchPrediction(

@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
 from model_service.core.config import Settings
-from model_service.core.telemetry import configure_telemetry
+from model_service.core.telemetry import configure_telemetry, restart_without_empty_otel_variables
 from model_service.dataset import CLASS_NAMES, FEATURE_NAMES, FEATURES, MONTHS, RECENT_MONTHS, DatasetSpec
 from model_service.drift import feature_drift
 from model_service.features import FeatureStore
@@ -209,9 +209,10 @@ def _parse_hyperparameters(argv: Sequence[str] | None) -> Hyperparameters:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: settings and telemetry, one training run, flush."""
+    restart_without_empty_otel_variables()
     hyperparameters = _parse_hyperparameters(argv)
     settings = Settings()
-    guard = configure_telemetry(settings.log_level)
+    guard = configure_telemetry(settings)
     try:
         run_training(settings, hyperparameters)
     finally:

@@ -22,12 +22,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from model_service.core.config import Settings
-from model_service.core.telemetry import MlBaggageSpanProcessor
+from model_service.core.telemetry import configure_telemetry
 from model_service.main import create_app
 from model_service.train import Hyperparameters, TrainingResult, run_training
 
 # Small enough to train in about a second; the shipped size is trained once per session.
 SMALL_ROWS = 5_000
+# The admin token of the test apps; `client_for` sends it with every request.
+ADMIN_TOKEN = "test-admin-token-4f9c2b"
 
 
 @dataclass
@@ -62,9 +64,8 @@ def session_telemetry() -> Telemetry:
     # The HTTP semantic conventions the deployment opts into (README, "Telemetry").
     os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "http"
     span_exporter = InMemorySpanExporter()
-    # EDOT's default sampler, as in production: it drops attributes given at span start (see spans.py).
+    # EDOT's default sampler, the harder case: it drops attributes given at span start (see spans.py).
     tracer_provider = TracerProvider(sampler=DefaultSampler("1.0"))
-    tracer_provider.add_span_processor(MlBaggageSpanProcessor())
     tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
     trace.set_tracer_provider(tracer_provider)
     log_exporter = InMemoryLogRecordExporter()
@@ -72,6 +73,9 @@ def session_telemetry() -> Telemetry:
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(log_exporter))
     set_logger_provider(logger_provider)
     logging.getLogger().addHandler(LoggingHandler(logger_provider=logger_provider))
+    # What `opentelemetry-instrument` does next (instrument FastAPI), then what the entry points do.
+    FastAPIInstrumentor().instrument(tracer_provider=tracer_provider)
+    configure_telemetry(Settings())
     logging.getLogger("model_service").setLevel(logging.INFO)
     return Telemetry(span_exporter, log_exporter, tracer_provider)
 
@@ -83,7 +87,10 @@ def telemetry(session_telemetry: Telemetry) -> Telemetry:
 
 
 def settings_for(root: Path, **overrides: object) -> Settings:
-    return Settings(model_dir=root / "models", data_dir=root / "data", **overrides)
+    """Settings serving from `root`, with the test admin token unless `overrides` say otherwise."""
+    return Settings(
+        **{"model_dir": root / "models", "data_dir": root / "data", "admin_token": ADMIN_TOKEN, **overrides}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -110,13 +117,18 @@ def small_hyperparameters() -> Hyperparameters:
 
 @pytest.fixture
 def client_for(telemetry: Telemetry) -> Iterator[Callable[[Settings], TestClient]]:
-    """Builds a traced test client of an app with the given settings; server errors come back as responses."""
+    """Builds a test client of an app with the given settings, traced as in production (`session_telemetry`);
+    server errors come back as responses.
+
+    The client sends `Authorization: Bearer <the settings' admin token>` when there is one.
+    """
     clients: list[TestClient] = []
 
     def build(settings: Settings) -> TestClient:
         app = create_app(settings)
-        FastAPIInstrumentor.instrument_app(app, tracer_provider=telemetry.tracer_provider)
-        clients.append(TestClient(app, raise_server_exceptions=False).__enter__())
+        token = settings.admin_token
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else None
+        clients.append(TestClient(app, raise_server_exceptions=False, headers=headers).__enter__())
         return clients[-1]
 
     yield build

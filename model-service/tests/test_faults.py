@@ -2,6 +2,7 @@
 
 import time
 
+from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_ESCAPED, EXCEPTION_TYPE
 from opentelemetry.trace import StatusCode
 
 from model_service.core.config import Settings
@@ -13,7 +14,7 @@ def test_faults_are_off_by_default(client):
     assert client.get("/admin/faults").json() == {"latency_ms": 0, "error_rate": 0.0}
 
 
-def test_an_error_rate_of_one_fails_every_prediction_with_the_exception_on_the_span(client, telemetry):
+def test_an_error_rate_of_one_fails_every_prediction_with_the_exception_recorded_once(client, telemetry):
     client.put("/admin/faults", json={"latency_ms": 0, "error_rate": 1.0})
     telemetry.clear()
 
@@ -25,10 +26,17 @@ def test_an_error_rate_of_one_fails_every_prediction_with_the_exception_on_the_s
     [fault] = telemetry.spans_named("inject_fault")
     assert server.status.status_code == StatusCode.ERROR
     assert fault.status.status_code == StatusCode.ERROR
-    assert any(event.name == "exception" for event in server.events)
-    assert any(event.name == "exception" for event in fault.events)
     assert fault.parent.span_id == server.context.span_id
     assert not telemetry.spans_named("predict")
+    # One failure, one exception record (Kibana counts each as an error), where it happened.
+    exceptions = [
+        (span.name, event) for span in telemetry.spans() for event in span.events if event.name == "exception"
+    ]
+    assert [name for name, _ in exceptions] == ["inject_fault"]
+    [(_, event)] = exceptions
+    assert event.attributes[EXCEPTION_TYPE].endswith("InjectedFaultError")
+    # A boolean, never the SDK's string "True"/"False".
+    assert event.attributes[EXCEPTION_ESCAPED] is True
 
 
 def test_added_latency_delays_predictions_and_shows_as_a_span(client, telemetry):
@@ -67,7 +75,33 @@ def test_faults_can_be_set_by_the_environment(shipped_settings, client_for, monk
     monkeypatch.setenv("MODEL_SERVICE__FAULT_ERROR_RATE", "1.0")
     monkeypatch.setenv("MODEL_SERVICE__FAULT_LATENCY_MS", "5")
 
-    client = client_for(Settings(model_dir=shipped_settings.model_dir, data_dir=shipped_settings.data_dir))
+    client = client_for(
+        Settings(
+            model_dir=shipped_settings.model_dir,
+            data_dir=shipped_settings.data_dir,
+            admin_token=shipped_settings.admin_token,
+        )
+    )
 
     assert client.get("/admin/faults").json() == {"latency_ms": 5, "error_rate": 1.0}
     assert client.post("/predict", json={"data_id": KNOWN_ID}).status_code == 500
+
+
+def test_an_unexpected_error_is_an_opaque_500_recorded_once_on_the_server_span(client, telemetry):
+    def failing_route() -> None:
+        raise RuntimeError("disk on fire")
+
+    # A real route of the real app, so the error takes the path of any bug in a handler.
+    client.app.add_api_route("/failing", failing_route)
+    client.app.middleware_stack = None
+
+    response = client.get("/failing")
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "disk on fire" not in response.text
+    [server] = telemetry.spans_named("GET /failing")
+    assert server.status.status_code == StatusCode.ERROR
+    [event] = [event for span in telemetry.spans() for event in span.events if event.name == "exception"]
+    assert event.attributes[EXCEPTION_TYPE] == "RuntimeError"
+    assert event.attributes[EXCEPTION_ESCAPED] is False

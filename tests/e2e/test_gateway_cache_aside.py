@@ -213,9 +213,7 @@ def test_after_the_model_service_switches_version_the_next_request_is_a_miss(sta
     assert first.json()["cache"] == "miss", first.text
     old_version = first.json()["model"]["version"]
     train_another_version(Path(sys.executable).parent, stack.work_dir)
-    switched = requests.post(f"{stack.model.url}/admin/model", json={}, timeout=60)
-    switched.raise_for_status()
-    new_version = switched.json()["version"]
+    new_version = stack.model.switch_model()["version"]
     assert new_version != old_version
     calls_before = predict_calls(stack.model)
 

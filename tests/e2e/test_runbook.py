@@ -36,7 +36,13 @@ from harness.search_node import SearchNode
 RUNBOOK = REPO_ROOT / "deploy" / "verify" / "runbook.py"
 SIGNALS = ("traces", "logs", "metrics")
 # Credentials of the caller's environment must not leak into a run against the bed's node.
-_CREDENTIAL_VARIABLES = ("ELASTIC_PASSWORD", "ELASTIC_PASSWORD_FILE", "ELASTICSEARCH_API_KEY", "ELASTICSEARCH_URL")
+_CREDENTIAL_VARIABLES = (
+    "ELASTIC_PASSWORD",
+    "ELASTIC_PASSWORD_FILE",
+    "ELASTICSEARCH_API_KEY",
+    "ELASTICSEARCH_URL",
+    "MODEL_SERVICE__ADMIN_TOKEN_FILE",
+)
 
 
 def otel_index_template(signal: str) -> dict:
@@ -66,6 +72,7 @@ def otel_index_template(signal: str) -> dict:
 class RunbookBed:
     gateway_url: str
     model_service_url: str
+    model_service_admin_token: str
     search_url: str
     shim: ExporterShim
     work_dir: Path
@@ -79,6 +86,7 @@ class RunbookRun:
 
 def run_runbook(bed: RunbookBed, *args: str) -> RunbookRun:
     env = {key: value for key, value in os.environ.items() if key not in _CREDENTIAL_VARIABLES}
+    env["MODEL_SERVICE__ADMIN_TOKEN"] = bed.model_service_admin_token
     completed = subprocess.run(
         [
             sys.executable,
@@ -148,7 +156,7 @@ def runbook_bed(search_node: SearchNode, bed_dir: Path) -> Iterator[RunbookBed]:
             index_alias="runbook-predictions",
         )
         poll_until(gateway.ready, "the gateway to report ready", timeout=60)
-        yield RunbookBed(gateway.url, model_service.url, search_node.url, shim, work_dir)
+        yield RunbookBed(gateway.url, model_service.url, model_service.admin_token, search_node.url, shim, work_dir)
     finally:
         for process in (gateway, model_service, collector):
             if process is not None:

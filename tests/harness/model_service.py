@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import atexit
 import functools
+import secrets
 import shutil
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 import requests
@@ -17,22 +19,32 @@ from harness.process import ManagedProcess
 
 # Generating the 120,000-row feature store and training take ~5 s on the bed's two cores.
 _TRAINING_TIMEOUT_SECONDS = 300
-# Telemetry settings the deployment uses too (model-service/README.md, "Telemetry"): current HTTP
-# semantic conventions, and no spans for the health checks that the harness polls.
-_SERVICE_OTEL_ENV = {
+# Telemetry settings every run path of the service sets (model-service/README.md, "Telemetry"):
+# current HTTP semantic conventions, no spans for the health checks that the harness polls, a
+# sampler that keeps the caller's `tracestate` (EDOT's default drops it), and the resource's
+# environment and version (tests/deploy/test_model_service_run_paths.py checks them all).
+SERVICE_OTEL_ENV = {
     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
     "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "health",
+    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+    "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment.name=test-bed,service.version={version('model-service')}",
 }
 
 
 class RunningModelService:
-    """A started model service; `url` is its base URL, `model_dir`/`data_dir` what it serves from."""
+    """A started model service; `url` is its base URL, `model_dir`/`data_dir` what it serves from,
+    `admin_token` the bearer token its /admin routes take (a fresh random one per start)."""
 
-    def __init__(self, process: ManagedProcess, url: str, model_dir: Path, data_dir: Path) -> None:
+    def __init__(self, process: ManagedProcess, url: str, model_dir: Path, data_dir: Path, admin_token: str) -> None:
         self.process = process
         self.url = url
         self.model_dir = model_dir
         self.data_dir = data_dir
+        self.admin_token = admin_token
+
+    def admin_headers(self) -> dict[str, str]:
+        """`Authorization: Bearer <admin_token>`, for any /admin request a test sends itself."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
 
     def predict(self, data_id: str, headers: dict[str, str] | None = None) -> requests.Response:
         """`POST /predict`."""
@@ -45,14 +57,26 @@ class RunningModelService:
     def set_faults(self, latency_ms: int = 0, error_rate: float = 0.0) -> dict:
         """`PUT /admin/faults`; the defaults turn injection off."""
         response = requests.put(
-            f"{self.url}/admin/faults", json={"latency_ms": latency_ms, "error_rate": error_rate}, timeout=10
+            f"{self.url}/admin/faults",
+            json={"latency_ms": latency_ms, "error_rate": error_rate},
+            headers=self.admin_headers(),
+            timeout=10,
         )
         response.raise_for_status()
         return response.json()
 
     def stats(self) -> dict:
         """`GET /admin/stats`: requests and predicted ids counted by the service."""
-        return requests.get(f"{self.url}/admin/stats", timeout=10).json()
+        response = requests.get(f"{self.url}/admin/stats", headers=self.admin_headers(), timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def switch_model(self, version: str | None = None) -> dict:
+        """`POST /admin/model`: serve `version` (the newest when None) from now on; the model info."""
+        body = {} if version is None else {"version": version}
+        response = requests.post(f"{self.url}/admin/model", json=body, headers=self.admin_headers(), timeout=60)
+        response.raise_for_status()
+        return response.json()
 
     def stop(self) -> int | None:
         return self.process.stop()
@@ -105,12 +129,15 @@ def start_model_service(
     model_dir = train_model(venv_bin, work_dir)
     _, data_dir = _service_dirs(work_dir)
     port = free_port()
+    # Random per start, so no test can pass by a token it did not get from this object.
+    admin_token = secrets.token_urlsafe(24)
     env = {
         "MODEL_SERVICE__HOST": "127.0.0.1",
         "MODEL_SERVICE__PORT": str(port),
         "MODEL_SERVICE__MODEL_DIR": str(model_dir),
         "MODEL_SERVICE__DATA_DIR": str(data_dir),
-        **_SERVICE_OTEL_ENV,
+        "MODEL_SERVICE__ADMIN_TOKEN": admin_token,
+        **SERVICE_OTEL_ENV,
         **(otel_env(collector, "model-service") if collector is not None else NO_TELEMETRY_ENV),
         **(extra_env or {}),
     }
@@ -127,7 +154,7 @@ def start_model_service(
         f"{name} at {url} to answer /health with 200",
         timeout=timeout,
     )
-    return RunningModelService(process, url, model_dir, data_dir)
+    return RunningModelService(process, url, model_dir, data_dir, admin_token)
 
 
 @functools.cache

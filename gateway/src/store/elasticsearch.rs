@@ -1,16 +1,28 @@
 //! The Elasticsearch implementation of `PredictionStore`: one traced helper per request,
 //! documents addressed by a hash of the key so no input can change a request path.
+//!
+//! Requests go over one `reqwest` client rather than the `elasticsearch` crate's transport:
+//! the gateway only ever used the crate's raw `send`, which rebuilt the URL, the auth header
+//! and four default headers on every call and asked for gzip answers; on a cache hit that
+//! was most of the gateway's CPU and doubled the node's (gateway/README.md, "Performance").
 
-use std::time::{Duration, Instant};
+use std::borrow::Cow;
+use std::sync::OnceLock;
+use std::time::Instant;
 
+use base64::Engine as _;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use elasticsearch::Elasticsearch;
-use elasticsearch::auth::Credentials;
-use elasticsearch::http::Method;
-use elasticsearch::http::headers::HeaderMap;
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_semantic_conventions::attribute::{
+    DB_COLLECTION_NAME, DB_NAMESPACE, DB_OPERATION_BATCH_SIZE, DB_OPERATION_NAME,
+    DB_RESPONSE_STATUS_CODE, DB_SYSTEM_NAME, ERROR_TYPE, HTTP_REQUEST_METHOD, SERVER_ADDRESS,
+    SERVER_PORT, URL_FULL,
+};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -24,6 +36,21 @@ use crate::metrics::Metrics;
 
 /// Everything but unreserved characters is escaped in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+
+/// `db.system.name` of every span and measurement.
+const DB_SYSTEM: &str = "elasticsearch";
+
+/// `db.operation.parameter.<key>` for the document id path part: the conventions define
+/// the key as a template, so the crate has no constant for one key.
+const DB_OPERATION_PARAMETER_ID: &str = "db.operation.parameter.id";
+
+/// Sent as `user-agent`, so the node's logs and slow logs name the caller.
+const USER_AGENT: &str = concat!("inference-gateway/", env!("CARGO_PKG_VERSION"));
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NDJSON: HeaderValue = HeaderValue::from_static("application/x-ndjson");
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
 /// The document id of `key`: hex SHA-256 of its length-prefixed parts. 64 characters
 /// from `[0-9a-f]`, whatever the data id holds; the raw id is kept in the document.
@@ -47,18 +74,48 @@ pub fn document_path(alias: &str, key: &PredictionKey) -> String {
 
 /// Predictions in an Elasticsearch (or OpenSearch) index behind an alias.
 pub struct ElasticsearchStore {
-    /// The client; built once, shared by all requests.
-    client: Elasticsearch,
-    /// Base URL without credentials, for `url.full` and `server.*` span attributes.
-    base_url: url::Url,
-    /// The alias every read and write goes through.
-    alias: String,
-    /// The versioned index created behind the alias.
-    index: String,
-    /// Timeout of one request.
-    timeout: Duration,
+    /// The HTTP client; built once with the timeout, auth header and compression choice,
+    /// its connection pool shared by all requests.
+    client: reqwest::Client,
+    /// `{base URL}/{alias}/_doc/`: a document's URL is this plus its id. No credentials,
+    /// so it can go into `url.full`, errors and logs.
+    document_url_prefix: String,
+    /// `server.address` of spans and measurements.
+    server_address: String,
+    /// `server.port` of spans and measurements (i64: the OpenTelemetry layer records
+    /// unsigned fields as strings).
+    server_port: i64,
+    /// `db.namespace`: the cluster name, learned once from `GET /` at start-up; unset if
+    /// the credentials may not read it (an index-only API key), then spans go without it.
+    cluster_name: OnceLock<String>,
+    /// One entry per request kind, built once.
+    operations: Operations,
     /// `db.client.operation.duration`.
     metrics: Metrics,
+}
+
+/// What does not change between two requests of one kind: URL, span name, metric attributes.
+struct Operation {
+    /// `db.operation.name`: the endpoint id of the Elasticsearch API.
+    name: &'static str,
+    /// `db.collection.name`: the index or alias addressed, if any.
+    collection: Option<String>,
+    /// `{db.operation.name} {db.collection.name}`, as the conventions name the span.
+    span_name: String,
+    /// The URL of requests with a fixed path (all but `get` and `index`).
+    url: String,
+    /// Attributes of `db.client.operation.duration` for a call that succeeded.
+    metric_attributes: Vec<KeyValue>,
+}
+
+struct Operations {
+    info: Operation,
+    get: Operation,
+    index: Operation,
+    mget: Operation,
+    bulk: Operation,
+    create_index: Operation,
+    alias_exists: Operation,
 }
 
 /// The stored document. Field names follow the index mapping in [`ElasticsearchStore::mapping`].
@@ -84,12 +141,6 @@ struct GetResponse {
     source: Option<Document>,
 }
 
-/// A request body: JSON, or newline-delimited JSON for `_bulk`.
-enum Payload {
-    Json(serde_json::Value),
-    NdJson(Vec<u8>),
-}
-
 #[derive(Debug, Deserialize)]
 struct MgetResponse {
     docs: Vec<GetResponse>,
@@ -102,14 +153,39 @@ struct BulkResponse {
     items: Vec<serde_json::Value>,
 }
 
+#[derive(Debug, Deserialize)]
+struct InfoResponse {
+    cluster_name: String,
+}
+
+/// A request body and its media type.
+struct Payload {
+    content_type: HeaderValue,
+    bytes: Vec<u8>,
+}
+
 /// One response: status and body.
 struct Answer {
     status: u16,
-    body: Vec<u8>,
+    body: Bytes,
+}
+
+/// One call's variable parts, beside its [`Operation`].
+struct Call<'a> {
+    method: Method,
+    url: &'a str,
+    body: Option<Payload>,
+    /// The document id, for `db.operation.parameter.id`.
+    document: Option<&'a str>,
+    /// Operations in a batch request, for `db.operation.batch.size`.
+    batch_size: Option<usize>,
 }
 
 impl ElasticsearchStore {
-    /// A client for `settings.url` (which must be set); does not contact the store.
+    /// A client for `settings.url`; does not contact the store.
+    ///
+    /// Errors: [`StoreError::Unreachable`] when no URL is set, the URL does not parse, or
+    /// the credentials cannot go into a header.
     pub fn new(settings: &StoreSettings, metrics: Metrics) -> Result<Self, StoreError> {
         let raw = settings
             .url
@@ -122,27 +198,76 @@ impl ElasticsearchStore {
         // Credentials leave the URL, so no error message, log or span attribute shows them.
         let _ = base_url.set_username("");
         let _ = base_url.set_password(None);
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(base_url.clone()))
-            .timeout(settings.timeout());
-        if let Some(api_key) = &settings.api_key {
-            builder = builder.auth(Credentials::EncodedApiKey(api_key.expose().to_owned()));
+        let authorization = if let Some(api_key) = &settings.api_key {
+            Some(format!("ApiKey {}", api_key.expose()))
         } else if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
-            builder = builder.auth(Credentials::Basic(
-                user.clone(),
-                password.expose().to_owned(),
-            ));
-        } else if !url_user.is_empty() {
-            builder = builder.auth(Credentials::Basic(url_user, url_password));
+            Some(basic_authorization(user, password.expose()))
+        } else {
+            (!url_user.is_empty()).then(|| basic_authorization(&url_user, &url_password))
+        };
+        let mut headers = HeaderMap::new();
+        if let Some(authorization) = authorization {
+            let mut value = HeaderValue::try_from(authorization).map_err(|_| {
+                StoreError::Unreachable("the store credentials cannot go into a header".into())
+            })?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
         }
-        let transport = builder
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout())
+            .gzip(settings.compression)
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
             .build()
             .map_err(|e| StoreError::Unreachable(format!("cannot build the client: {e}")))?;
+        let base = base_url.as_str().trim_end_matches('/');
+        let alias = utf8_percent_encode(&settings.index_alias, SEGMENT).to_string();
+        let index = settings.index_name();
+        let server_address = base_url.host_str().unwrap_or_default().to_owned();
+        let server_port = i64::from(base_url.port_or_known_default().unwrap_or_default());
+        let operation = |name: &'static str, collection: Option<&str>, path: String| {
+            let mut metric_attributes = vec![
+                KeyValue::new(DB_SYSTEM_NAME, DB_SYSTEM),
+                KeyValue::new(DB_OPERATION_NAME, name),
+                KeyValue::new(SERVER_ADDRESS, server_address.clone()),
+                KeyValue::new(SERVER_PORT, server_port),
+            ];
+            if let Some(collection) = collection {
+                metric_attributes.push(KeyValue::new(DB_COLLECTION_NAME, collection.to_owned()));
+            }
+            Operation {
+                name,
+                collection: collection.map(str::to_owned),
+                span_name: match collection {
+                    Some(collection) => format!("{name} {collection}"),
+                    None => name.to_owned(),
+                },
+                url: format!("{base}{path}"),
+                metric_attributes,
+            }
+        };
+        let document_path = format!("/{alias}/_doc/");
+        let alias_name = Some(settings.index_alias.as_str());
+        let operations = Operations {
+            info: operation("info", None, "/".into()),
+            get: operation("get", alias_name, document_path.clone()),
+            index: operation("index", alias_name, document_path.clone()),
+            mget: operation("mget", alias_name, format!("/{alias}/_mget")),
+            bulk: operation("bulk", alias_name, format!("/{alias}/_bulk")),
+            create_index: operation(
+                "indices.create",
+                Some(&index),
+                format!("/{}", utf8_percent_encode(&index, SEGMENT)),
+            ),
+            alias_exists: operation("indices.exists", alias_name, format!("/{alias}")),
+        };
         Ok(Self {
-            client: Elasticsearch::new(transport),
-            base_url,
-            alias: settings.index_alias.clone(),
-            index: settings.index_name(),
-            timeout: settings.timeout(),
+            client,
+            document_url_prefix: format!("{base}{document_path}"),
+            server_address,
+            server_port,
+            cluster_name: OnceLock::new(),
+            operations,
             metrics,
         })
     }
@@ -174,21 +299,28 @@ impl ElasticsearchStore {
         })
     }
 
-    /// Creates the versioned index with its mapping and the alias over it, unless it exists.
+    /// Learns the cluster name (for `db.namespace`), then creates the versioned index with
+    /// its mapping and the alias over it, unless it exists.
+    ///
+    /// Errors: [`StoreError::Unreachable`] if the store does not answer,
+    /// [`StoreError::Status`] if it refuses the index.
     pub async fn ensure_index(&self) -> Result<(), StoreError> {
+        self.learn_cluster_name().await?;
+        let op = &self.operations.create_index;
         let body = json!({
             "mappings": Self::mapping(),
-            "aliases": {self.alias.as_str(): {"is_write_index": true}}
+            "aliases": {self.alias_name(): {"is_write_index": true}}
         });
-        let path = format!("/{}", utf8_percent_encode(&self.index, SEGMENT));
         let answer = self
             .call(
-                "indices.create",
-                &self.index,
-                Method::Put,
-                &path,
-                Some(Payload::Json(body)),
-                None,
+                op,
+                Call {
+                    method: Method::PUT,
+                    url: &op.url,
+                    body: Some(json_payload(&body)?),
+                    document: None,
+                    batch_size: None,
+                },
             )
             .await?;
         match answer.status {
@@ -202,98 +334,200 @@ impl ElasticsearchStore {
         }
     }
 
+    /// `GET /` once, for the cluster name. A refusal (credentials limited to the index) is
+    /// not an error: spans then go without `db.namespace`.
+    async fn learn_cluster_name(&self) -> Result<(), StoreError> {
+        if self.cluster_name.get().is_some() {
+            return Ok(());
+        }
+        let op = &self.operations.info;
+        let answer = self
+            .call(
+                op,
+                Call {
+                    method: Method::GET,
+                    url: &op.url,
+                    body: None,
+                    document: None,
+                    batch_size: None,
+                },
+            )
+            .await?;
+        match serde_json::from_slice::<InfoResponse>(&answer.body) {
+            Ok(info) if answer.status == 200 => {
+                let _ = self.cluster_name.set(info.cluster_name);
+            }
+            _ => tracing::warn!(
+                status = answer.status,
+                "the store did not tell its cluster name; store spans go without db.namespace"
+            ),
+        }
+        Ok(())
+    }
+
+    fn alias_name(&self) -> &str {
+        self.operations
+            .get
+            .collection
+            .as_deref()
+            .unwrap_or_default()
+    }
+
     /// The one traced helper every request goes through: a database client span named by
-    /// the semantic conventions, trace context injected from inside it, a timeout, a metric.
-    async fn call(
-        &self,
-        operation: &'static str,
-        collection: &str,
-        method: Method,
-        path: &str,
-        body: Option<Payload>,
-        document: Option<&str>,
-    ) -> Result<Answer, StoreError> {
-        let url_full = format!("{}{}", self.base_url.as_str().trim_end_matches('/'), path);
+    /// the semantic conventions, trace context injected from inside it, a metric.
+    async fn call(&self, op: &Operation, call: Call<'_>) -> Result<Answer, StoreError> {
         let span = tracing::info_span!(
             target: "gateway::store",
             "elasticsearch",
-            otel.name = %format!("{operation} {collection}"),
+            otel.name = op.span_name.as_str(),
             otel.kind = "client",
             otel.status_code = Empty,
-            db.system.name = "elasticsearch",
-            db.operation.name = operation,
-            db.collection.name = %collection,
-            db.response.status_code = Empty,
-            http.request.method = method_name(method),
-            url.full = %url_full,
-            server.address = self.base_url.host_str().unwrap_or_default(),
-            server.port = self.base_url.port_or_known_default().unwrap_or_default() as i64,
-            error.type = Empty,
+            { DB_SYSTEM_NAME } = DB_SYSTEM,
+            { DB_NAMESPACE } = self.cluster_name.get().map(String::as_str),
+            { DB_OPERATION_NAME } = op.name,
+            { DB_COLLECTION_NAME } = op.collection.as_deref(),
+            { DB_OPERATION_PARAMETER_ID } = call.document,
+            { DB_OPERATION_BATCH_SIZE } = call.batch_size.filter(|&n| n > 1).map(|n| n as i64),
+            { DB_RESPONSE_STATUS_CODE } = Empty,
+            { HTTP_REQUEST_METHOD } = call.method.as_str(),
+            { URL_FULL } = call.url,
+            { SERVER_ADDRESS } = self.server_address.as_str(),
+            { SERVER_PORT } = self.server_port,
+            { ERROR_TYPE } = Empty,
         );
-        if let Some(id) = document {
-            span.set_attribute("db.operation.parameter.id", id.to_owned());
-        }
+        let mut request = self.client.request(call.method, call.url);
         let mut headers = HeaderMap::new();
-        let cx = span.context();
-        opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(&mut headers))
-        });
-        let body = match body {
-            Some(Payload::Json(value)) => Some(serde_json::to_vec(&value).unwrap_or_default()),
-            Some(Payload::NdJson(bytes)) => {
-                headers.insert(
-                    elasticsearch::http::headers::CONTENT_TYPE,
-                    elasticsearch::http::headers::HeaderValue::from_static("application/x-ndjson"),
-                );
-                Some(bytes)
-            }
-            None => None,
-        };
+        inject_trace_context(&span.context(), &mut headers);
+        if let Some(payload) = call.body {
+            headers.insert(CONTENT_TYPE, payload.content_type);
+            request = request.body(payload.bytes);
+        }
         let started = Instant::now();
         let result = async {
-            let response = self
-                .client
-                .send(method, path, headers, None::<&()>, body, Some(self.timeout))
+            let response = request
+                .headers(headers)
+                .send()
                 .await
-                .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-            let status = response.status_code().as_u16();
+                .map_err(|e| StoreError::Unreachable(error_chain(&e)))?;
+            let status = response.status().as_u16();
             let body = response
                 .bytes()
                 .await
-                .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-            Ok::<_, StoreError>(Answer {
-                status,
-                body: body.to_vec(),
-            })
+                .map_err(|e| StoreError::Unreachable(error_chain(&e)))?;
+            Ok::<_, StoreError>(Answer { status, body })
         }
         .instrument(span.clone())
         .await;
+        let elapsed = started.elapsed().as_secs_f64();
         let error_type = match &result {
             Ok(answer) => {
-                span.record("db.response.status_code", answer.status.to_string());
-                // A missing document is an answer, not an error.
-                let missing_document = answer.status == 404 && operation == "get";
-                (answer.status >= 400 && !missing_document).then(|| answer.status.to_string())
+                span.record(DB_RESPONSE_STATUS_CODE, status_text(answer.status).as_ref());
+                is_error(op, answer.status).then(|| status_text(answer.status))
             }
-            Err(_) => Some("unreachable".to_owned()),
+            Err(_) => Some(Cow::Borrowed("unreachable")),
         };
-        if let Some(error_type) = &error_type {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", error_type.as_str());
+        match error_type {
+            None => self
+                .metrics
+                .db_duration
+                .record(elapsed, &op.metric_attributes),
+            Some(error_type) => {
+                span.record("otel.status_code", "ERROR");
+                span.record(ERROR_TYPE, error_type.as_ref());
+                let mut attributes = op.metric_attributes.clone();
+                attributes.push(KeyValue::new(ERROR_TYPE, error_type));
+                if let Ok(answer) = &result {
+                    attributes.push(KeyValue::new(
+                        DB_RESPONSE_STATUS_CODE,
+                        status_text(answer.status),
+                    ));
+                }
+                self.metrics.db_duration.record(elapsed, &attributes);
+            }
         }
-        let mut attributes = vec![
-            KeyValue::new("db.system.name", "elasticsearch"),
-            KeyValue::new("db.operation.name", operation),
-            KeyValue::new("db.collection.name", collection.to_owned()),
-        ];
-        if let Some(error_type) = error_type {
-            attributes.push(KeyValue::new("error.type", error_type));
-        }
-        self.metrics
-            .db_duration
-            .record(started.elapsed().as_secs_f64(), &attributes);
         result
     }
+}
+
+/// Whether an answer is an error for the span and the metric.
+///
+/// A 404 on `get` is not: it is how the store says "no such document", which is the cache
+/// miss the gateway expects on the first request for every key. Marking it an error would
+/// turn every miss into a failed span and count it in the store's error rate. (A 404 for
+/// a missing index comes back from `get` as an error all the same, see its body check.)
+fn is_error(op: &Operation, status: u16) -> bool {
+    status >= 400 && !(status == 404 && op.name == "get")
+}
+
+/// W3C trace context of `cx` as request headers: `traceparent`, and `tracestate` only when
+/// it has entries. Never baggage: it is the client's, can be large (8 KB of it made the node
+/// refuse a request with 400, issue 8), and the store has no use for it. Nothing is added
+/// for a context without a valid span.
+fn inject_trace_context(cx: &Context, headers: &mut HeaderMap) {
+    let span = cx.span();
+    let span_context = span.span_context();
+    if !span_context.is_valid() {
+        return;
+    }
+    let traceparent = format!(
+        "00-{}-{}-{:02x}",
+        span_context.trace_id(),
+        span_context.span_id(),
+        span_context.trace_flags().to_u8()
+    );
+    if let Ok(value) = HeaderValue::try_from(traceparent) {
+        headers.insert(TRACEPARENT, value);
+    }
+    let tracestate = span_context.trace_state().header();
+    if !tracestate.is_empty()
+        && let Ok(value) = HeaderValue::try_from(tracestate)
+    {
+        headers.insert(TRACESTATE, value);
+    }
+}
+
+/// `Basic base64(user:password)`, computed once rather than on every request.
+fn basic_authorization(user: &str, password: &str) -> String {
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {credentials}")
+}
+
+fn json_payload(value: &impl Serialize) -> Result<Payload, StoreError> {
+    Ok(Payload {
+        content_type: JSON,
+        bytes: serde_json::to_vec(value).map_err(|e| StoreError::Decode(e.to_string()))?,
+    })
+}
+
+/// A status as `db.response.status_code` and `error.type` carry it, without allocating
+/// for the statuses a store answers in practice.
+fn status_text(status: u16) -> Cow<'static, str> {
+    match status {
+        200 => "200".into(),
+        201 => "201".into(),
+        400 => "400".into(),
+        401 => "401".into(),
+        403 => "403".into(),
+        404 => "404".into(),
+        409 => "409".into(),
+        429 => "429".into(),
+        500 => "500".into(),
+        503 => "503".into(),
+        other => other.to_string().into(),
+    }
+}
+
+/// An error and its sources on one line: reqwest's own message names only the URL.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl Document {
@@ -341,10 +575,15 @@ impl PredictionStore for ElasticsearchStore {
     fn get<'a>(&'a self, key: &'a PredictionKey) -> StoreFuture<'a, Option<StoredPrediction>> {
         Box::pin(async move {
             let id = document_id(key);
-            let path = document_path(&self.alias, key);
-            let answer = self
-                .call("get", &self.alias, Method::Get, &path, None, Some(&id))
-                .await?;
+            let url = format!("{}{id}", self.document_url_prefix);
+            let call = Call {
+                method: Method::GET,
+                url: &url,
+                body: None,
+                document: Some(&id),
+                batch_size: None,
+            };
+            let answer = self.call(&self.operations.get, call).await?;
             let found: GetResponse = match answer.status {
                 200 => serde_json::from_slice(&answer.body)
                     .map_err(|e| StoreError::Decode(e.to_string()))?,
@@ -371,20 +610,15 @@ impl PredictionStore for ElasticsearchStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let id = document_id(key);
-            let path = document_path(&self.alias, key);
-            let document = Document::of(prediction);
-            let body =
-                serde_json::to_value(&document).map_err(|e| StoreError::Decode(e.to_string()))?;
-            let answer = self
-                .call(
-                    "index",
-                    &self.alias,
-                    Method::Put,
-                    &path,
-                    Some(Payload::Json(body)),
-                    Some(&id),
-                )
-                .await?;
+            let url = format!("{}{id}", self.document_url_prefix);
+            let call = Call {
+                method: Method::PUT,
+                url: &url,
+                body: Some(json_payload(&Document::of(prediction))?),
+                document: Some(&id),
+                batch_size: None,
+            };
+            let answer = self.call(&self.operations.index, call).await?;
             match answer.status {
                 200..=299 => Ok(()),
                 status => Err(status_error(status, &answer.body)),
@@ -401,11 +635,15 @@ impl PredictionStore for ElasticsearchStore {
                 return Ok(Vec::new());
             }
             let ids: Vec<String> = keys.iter().map(document_id).collect();
-            let path = format!("/{}/_mget", utf8_percent_encode(&self.alias, SEGMENT));
-            let body = Payload::Json(json!({ "ids": ids }));
-            let answer = self
-                .call("mget", &self.alias, Method::Post, &path, Some(body), None)
-                .await?;
+            let op = &self.operations.mget;
+            let call = Call {
+                method: Method::POST,
+                url: &op.url,
+                body: Some(json_payload(&json!({ "ids": ids }))?),
+                document: None,
+                batch_size: Some(keys.len()),
+            };
+            let answer = self.call(op, call).await?;
             if answer.status != 200 {
                 return Err(status_error(answer.status, &answer.body));
             }
@@ -445,17 +683,18 @@ impl PredictionStore for ElasticsearchStore {
                     .map_err(|e| StoreError::Decode(e.to_string()))?;
                 body.push(b'\n');
             }
-            let path = format!("/{}/_bulk", utf8_percent_encode(&self.alias, SEGMENT));
-            let answer = self
-                .call(
-                    "bulk",
-                    &self.alias,
-                    Method::Post,
-                    &path,
-                    Some(Payload::NdJson(body)),
-                    None,
-                )
-                .await?;
+            let op = &self.operations.bulk;
+            let call = Call {
+                method: Method::POST,
+                url: &op.url,
+                body: Some(Payload {
+                    content_type: NDJSON,
+                    bytes: body,
+                }),
+                document: None,
+                batch_size: Some(items.len()),
+            };
+            let answer = self.call(op, call).await?;
             if answer.status != 200 {
                 return Err(status_error(answer.status, &answer.body));
             }
@@ -478,17 +717,15 @@ impl PredictionStore for ElasticsearchStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let path = format!("/{}", utf8_percent_encode(&self.alias, SEGMENT));
-            let answer = self
-                .call(
-                    "indices.exists",
-                    &self.alias,
-                    Method::Head,
-                    &path,
-                    None,
-                    None,
-                )
-                .await?;
+            let op = &self.operations.alias_exists;
+            let call = Call {
+                method: Method::HEAD,
+                url: &op.url,
+                body: None,
+                document: None,
+                batch_size: None,
+            };
+            let answer = self.call(op, call).await?;
             match answer.status {
                 200 => Ok(()),
                 status => Err(status_error(status, &answer.body)),
@@ -509,18 +746,13 @@ fn status_error(status: u16, body: &[u8]) -> StoreError {
     }
 }
 
-fn method_name(method: Method) -> &'static str {
-    match method {
-        Method::Get => "GET",
-        Method::Put => "PUT",
-        Method::Post => "POST",
-        Method::Delete => "DELETE",
-        Method::Head => "HEAD",
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use opentelemetry::baggage::BaggageExt;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+
     use super::*;
 
     fn key(data_id: &str) -> PredictionKey {
@@ -529,6 +761,109 @@ mod tests {
             model_version: "3".into(),
             data_id: DataId::parse(data_id).unwrap(),
         }
+    }
+
+    /// A context holding a sampled remote span with `trace_state`, and 8 KB of baggage.
+    fn context_with(trace_state: TraceState) -> Context {
+        let span_context = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            trace_state,
+        );
+        Context::new()
+            .with_remote_span_context(span_context)
+            .with_baggage([KeyValue::new("ml.experiment", "x".repeat(8 * 1024))])
+    }
+
+    #[test]
+    fn store_requests_carry_traceparent_and_never_baggage_or_an_empty_tracestate() {
+        let mut headers = HeaderMap::new();
+
+        inject_trace_context(&context_with(TraceState::NONE), &mut headers);
+
+        assert_eq!(
+            headers[TRACEPARENT],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert!(!headers.contains_key(TRACESTATE), "{headers:?}");
+        assert!(!headers.contains_key("baggage"), "{headers:?}");
+        assert_eq!(headers.len(), 1);
+    }
+
+    #[test]
+    fn a_non_empty_tracestate_is_passed_on() {
+        let mut headers = HeaderMap::new();
+        let state = TraceState::from_key_value([("vendor", "opaque")]).unwrap();
+
+        inject_trace_context(&context_with(state), &mut headers);
+
+        assert_eq!(headers[TRACESTATE], "vendor=opaque");
+        assert!(!headers.contains_key("baggage"), "{headers:?}");
+    }
+
+    #[test]
+    fn a_context_without_a_span_adds_no_header() {
+        let mut headers = HeaderMap::new();
+
+        inject_trace_context(&Context::new(), &mut headers);
+
+        assert!(headers.is_empty(), "{headers:?}");
+    }
+
+    #[test]
+    fn a_missing_document_is_not_an_error_but_a_missing_index_elsewhere_is() {
+        let settings = StoreSettings {
+            url: Some("http://127.0.0.1:9200".into()),
+            ..crate::configuration::Settings::default().store
+        };
+        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+        let cases = [
+            (&store.operations.get, 404, false, "missing document on get"),
+            (&store.operations.get, 500, true, "server error on get"),
+            (&store.operations.alias_exists, 404, true, "missing alias"),
+            (&store.operations.index, 201, false, "created"),
+        ];
+        for (op, status, error, description) in cases {
+            assert_eq!(is_error(op, status), error, "{description}");
+        }
+    }
+
+    #[test]
+    fn urls_and_span_names_are_built_once_from_the_settings_without_credentials() {
+        let settings = StoreSettings {
+            url: Some("https://user:secret@search.example:9243/".into()),
+            ..crate::configuration::Settings::default().store
+        };
+
+        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+
+        assert_eq!(
+            store.document_url_prefix,
+            "https://search.example:9243/ml-predictions/_doc/"
+        );
+        assert_eq!(
+            store.operations.mget.url,
+            "https://search.example:9243/ml-predictions/_mget"
+        );
+        assert_eq!(store.operations.get.span_name, "get ml-predictions");
+        assert_eq!(
+            store.operations.create_index.span_name,
+            "indices.create ml-predictions-v1"
+        );
+        assert_eq!(
+            (store.server_address.as_str(), store.server_port),
+            ("search.example", 9243)
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_encoded_once_as_the_header_says() {
+        assert_eq!(
+            basic_authorization("elastic", "changeme"),
+            "Basic ZWxhc3RpYzpjaGFuZ2VtZQ=="
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_service.dataset import DEFAULT_ROWS
@@ -39,3 +39,21 @@ class Settings(BaseSettings):
         0.2, gt=0.0, description="population stability index above which training reports drift"
     )
     log_level: str = Field("INFO", description="level of the service's own logs (stdout and OTLP)")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token the /admin routes require; empty counts as unset (api/admin_auth.py)"
+    )
+    admin_token_file: Path | None = Field(
+        None, description="file holding that token (a mounted secret); its trailing line break is ignored"
+    )
+    baggage_max_entries: int = Field(
+        16, ge=0, description="most caller `ml.*` baggage entries copied onto each span; 0 copies none"
+    )
+    baggage_max_bytes: int = Field(
+        1024, ge=0, description="most bytes (names plus values, UTF-8) of baggage copied onto each span"
+    )
+
+    @field_validator("admin_token", "admin_token_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`VAR=` (a template that left the value out) means unset, as OpenTelemetry reads its variables."""
+        return None if value == "" else value

@@ -1,14 +1,15 @@
 """Operator endpoints under /admin: switch the served version, set injected faults, read counters.
 
-They are unauthenticated: bind the service to a private address (the default is loopback).
+Every route needs the admin bearer token (api/admin_auth.py); without a configured token they are refused.
 """
 
 from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from model_service.api.admin_auth import require_admin_token
 from model_service.api.dependencies import PredictionServiceDep
 from model_service.schemas import (
     ErrorResponse,
@@ -19,7 +20,12 @@ from model_service.schemas import (
 )
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin_token)],
+    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
+)
 
 
 @router.post("/model", responses={404: {"model": ErrorResponse}})
@@ -30,6 +36,7 @@ def switch_model(request: SwitchModelRequest, service: PredictionServiceDep) -> 
 
 @router.get("/faults")
 def get_faults(service: PredictionServiceDep) -> FaultSettingsBody:
+    """The fault settings in force."""
     return FaultSettingsBody.of(service.faults.current())
 
 
@@ -46,4 +53,5 @@ def set_faults(request: FaultSettingsBody, service: PredictionServiceDep) -> Fau
 
 @router.get("/stats")
 def get_stats(service: PredictionServiceDep) -> StatsResponse:
+    """Requests and predicted ids counted since start."""
     return StatsResponse.of(service.stats())
