@@ -101,8 +101,10 @@ pub struct StoreSettings {
     /// Predictions waiting for a store write retry (`GATEWAY__STORE__WRITE_BEHIND_CAPACITY`,
     /// default 10000); beyond it they are dropped, counted and logged.
     pub write_behind_capacity: usize,
-    /// Attempts the write-behind queue makes per prediction before giving it up
-    /// (`GATEWAY__STORE__WRITE_BEHIND_MAX_ATTEMPTS`, default 8: about 16 s of backoff).
+    /// Failed attempts the store answered (refusals, not outages) after which the
+    /// write-behind queue gives a prediction up (`GATEWAY__STORE__WRITE_BEHIND_MAX_ATTEMPTS`,
+    /// default 8: about 16 s of backoff). While the store cannot be reached at all,
+    /// retries go on every 5 s until it can, or until shutdown.
     pub write_behind_max_attempts: u32,
 }
 

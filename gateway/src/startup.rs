@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::configuration::{ServerSettings, Settings, client_address};
+use crate::domain::{DataId, PredictionKey};
 use crate::metrics::Metrics;
 use crate::model_client::{ModelClient, ModelClientError};
 use crate::prediction_service::PredictionService;
@@ -188,17 +189,36 @@ impl Application {
     }
 }
 
-/// Creates the index, retrying while the store is unreachable, up to a deadline.
+/// Creates the index, retrying while the store is unreachable, then waits until reads
+/// through the alias are answered: a node answers 503 while a new index's shards are
+/// still recovering, and a gateway that reported ready then would bypass its cache.
 async fn ensure_index(store: &ElasticsearchStore) -> Result<(), StoreError> {
     let deadline = Instant::now() + STORE_STARTUP_DEADLINE;
     let mut delay = Duration::from_millis(200);
     loop {
         match store.ensure_index().await {
-            Ok(()) => return Ok(()),
+            Ok(()) => break,
             Err(StoreError::Unreachable(cause)) if Instant::now() < deadline => {
                 tracing::warn!(cause = %cause, "store not reachable yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let probe = PredictionKey {
+        model_name: "startup-probe".into(),
+        model_version: "0".into(),
+        data_id: DataId::parse("startup-probe").map_err(|e| StoreError::Decode(e.to_string()))?,
+    };
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.get(&probe).await {
+            Ok(_) => return Ok(()),
+            Err(error) if Instant::now() < deadline => {
+                tracing::info!(cause = %error, "index not readable yet; waiting");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
             }
             Err(error) => return Err(error),
         }

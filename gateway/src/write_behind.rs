@@ -1,6 +1,6 @@
 //! The write-behind queue: predictions the store could not take are retried, each on its
-//! own schedule (exponential backoff, a bounded number of attempts, several at once), so
-//! one bad write never holds the others up; drained on shutdown. Every prediction given
+//! own schedule (exponential backoff, a bounded number of attempts the store answered,
+//! several at once), so one bad write never holds the others up; drained on shutdown. Every prediction given
 //! up (queue full, a permanent error, attempts used up, shutdown) is counted and logged
 //! with its data id and computing trace id, never silent.
 
@@ -53,8 +53,11 @@ impl GiveUp {
 struct Item {
     key: PredictionKey,
     prediction: StoredPrediction,
-    /// Attempts made by the queue so far (the request's own write is not counted).
+    /// Attempts made by the queue so far (the request's own write is not counted); the
+    /// backoff grows with them.
     attempts: u32,
+    /// Attempts the store answered with a failure; the limit applies to these.
+    refusals: u32,
 }
 
 /// An item waiting for its next attempt, ordered by when it is due.
@@ -98,7 +101,8 @@ pub struct WriteBehind {
 
 impl WriteBehind {
     /// Starts the worker writing to `store`; at most `capacity` predictions wait, each
-    /// tried at most `max_attempts` times.
+    /// given up after `max_attempts` failures the store answered (a store that cannot
+    /// be reached at all is retried until it can, or until shutdown).
     pub fn start(store: Arc<dyn PredictionStore>, capacity: usize, max_attempts: u32) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = watch::channel(None);
@@ -145,6 +149,7 @@ impl WriteBehind {
             key,
             prediction,
             attempts: 0,
+            refusals: 0,
         };
         if self.depth.fetch_add(1, Ordering::Relaxed) >= self.capacity {
             self.depth.fetch_sub(1, Ordering::Relaxed);
@@ -291,7 +296,7 @@ impl Worker {
 
     /// Acts on a finished attempt: done, rescheduled, or given up.
     fn settle(&mut self, done: Result<(Item, Result<(), StoreError>), tokio::task::JoinError>) {
-        let Ok((item, result)) = done else {
+        let Ok((mut item, result)) = done else {
             // A panicked attempt: its item is gone; count it so the depth stays right.
             self.depth.fetch_sub(1, Ordering::Relaxed);
             self.dropped.add(
@@ -304,9 +309,15 @@ impl Worker {
             self.depth.fetch_sub(1, Ordering::Relaxed);
             return;
         };
+        if !matches!(error, StoreError::Unreachable(_)) {
+            // An unreachable store is down for every write, not refusing this one: only
+            // answered failures count, so an outage as long as a node restart loses
+            // nothing (the queue's capacity and the shutdown drain still bound it).
+            item.refusals += 1;
+        }
         let reason = if error.is_permanent() {
             Some(GiveUp::Permanent)
-        } else if item.attempts >= self.max_attempts {
+        } else if item.refusals >= self.max_attempts {
             Some(GiveUp::AttemptsExhausted)
         } else {
             None
@@ -542,6 +553,22 @@ mod tests {
 
         assert_eq!(store.attempts_of("down"), 3);
         assert!(store.written().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_does_not_use_up_the_attempts() {
+        let store = Arc::new(ScriptedStore::failing(
+            "outage",
+            vec![StoreError::Unreachable("connection refused".into()); 4],
+        ));
+        let queue = WriteBehind::start(store.clone(), 100, 2);
+        let (key, prediction) = item("outage");
+        queue.enqueue(key, prediction);
+
+        wait_for(|| queue.depth() == 0, "the write").await;
+
+        assert_eq!(store.attempts_of("outage"), 5);
+        assert_eq!(store.written(), vec!["outage".to_owned()]);
     }
 
     #[tokio::test]
