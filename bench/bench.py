@@ -7,7 +7,9 @@ seconds apart on the same machine, so a neighbour's load moves both sides of it;
 shows the median over repeats and the spread (min-max). Timings never go into `make test`.
 
 CPU per request comes from /proc/<pid>/stat (utime + stime, all threads) read before and
-after each wrk run, divided by the requests wrk completed.
+after each wrk run, less what the process spends idle (its rate over a few quiet seconds
+before each repeat: the search node's JVM works in the background), divided by the
+requests wrk completed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +57,9 @@ COALESCED_ID = "cust-119999"
 # Injected model latency while 50 requests for one id are in flight, so they all overlap.
 COALESCING_MODEL_LATENCY_MS = 300
 OPEN_CONNECTIONS = 1_000
+# Requests in flight while the connections open: few (mostly idle clients), then many (a
+# burst: the store pool grows to match, and the allocator keeps the peak's memory).
+HOLD_WAVES = (25, 250)
 WRK_THREADS = 2
 
 
@@ -91,8 +97,24 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def wrk(url: str, lines: list[str], connections: int, seconds: int, work_dir: Path, watched: dict[str, int]) -> Run:
-    """Runs wrk against `url` with the request `lines` (see requests.lua); CPU of `watched` pids."""
+def idle_cpu_rates(watched: dict[str, int], seconds: float = 3.0) -> dict[str, float]:
+    """CPU milliseconds per second that each watched process spends with no requests."""
+    before = {name: cpu_ms(pid) for name, pid in watched.items()}
+    time.sleep(seconds)
+    return {name: (cpu_ms(pid) - before[name]) / seconds for name, pid in watched.items()}
+
+
+def wrk(
+    url: str,
+    lines: list[str],
+    connections: int,
+    seconds: int,
+    work_dir: Path,
+    watched: dict[str, int],
+    idle_rates: dict[str, float],
+) -> Run:
+    """Runs wrk against `url` with the request `lines` (see requests.lua); CPU of the `watched`
+    pids above their `idle_rates` (ms per second)."""
     request_file = work_dir / "requests.txt"
     request_file.write_text("\n".join(lines) + "\n")
     argv = [
@@ -122,7 +144,10 @@ def wrk(url: str, lines: list[str], connections: int, seconds: int, work_dir: Pa
         errors=summary["socket_errors"] + summary["non_2xx"],
         p50_ms=summary["p50_us"] / 1000,
         p99_ms=summary["p99_us"] / 1000,
-        cpu_ms={name: after[name] - before[name] for name in watched},
+        cpu_ms={
+            name: after[name] - before[name] - idle_rates.get(name, 0.0) * summary["duration_us"] / 1e6
+            for name in watched
+        },
     )
 
 
@@ -325,8 +350,10 @@ def main() -> int:
         hit_lines = [predict_line(data_id) for data_id in HIT_IDS]
         pids = {"gateway-off": off.process.pid, "gateway-traced": traced.process.pid, "node": node.process.pid}
 
+        idle_rates: dict[str, float] = {}
+
         def run(url: str, lines: list[str], connections: int, seconds: int = args.seconds) -> Run:
-            return wrk(url, lines, connections, seconds, work_dir, pids)
+            return wrk(url, lines, connections, seconds, work_dir, pids, idle_rates)
 
         # Unmeasured: JIT, connection pools and page cache warm on every path first.
         for url, lines in ((node.url, direct_lines), (off.url, hit_lines), (traced.url, hit_lines)):
@@ -336,6 +363,7 @@ def main() -> int:
         next_miss = MISS_ID_BASE
         for repeat in range(args.repeats):
             print(f"bench: repeat {repeat + 1} of {args.repeats} (load {load_average()})", file=sys.stderr)
+            idle_rates.update(idle_cpu_rates(pids))
             row = {
                 "direct64": run(node.url, direct_lines, 64),
                 "off64": run(off.url, hit_lines, 64),
@@ -357,8 +385,9 @@ def main() -> int:
         print("bench: memory and coalescing", file=sys.stderr)
         rss_idle = {name: rss_mb(pids[name]) for name in ("gateway-off", "gateway-traced")}
         rss_open = {
-            "gateway-off": asyncio.run(hold_connections(off.url, pids["gateway-off"], OPEN_CONNECTIONS, 250)),
-            "gateway-traced": asyncio.run(hold_connections(traced.url, pids["gateway-traced"], OPEN_CONNECTIONS, 250)),
+            (name, wave): asyncio.run(hold_connections(gateway.url, pids[name], OPEN_CONNECTIONS, wave))
+            for name, gateway in (("gateway-off", off), ("gateway-traced", traced))
+            for wave in HOLD_WAVES
         }
         model_calls, answered = model_calls_for_concurrent_misses(off, model, 50)
     finally:
@@ -477,10 +506,14 @@ def render(args, rows, rss_idle, rss_open, model_calls, answered, started, load_
             f"{rss_idle['gateway-off']:.1f} / {rss_idle['gateway-traced']:.1f}",
             "",
         ),
-        (
-            f"**RSS with {OPEN_CONNECTIONS:,} open keep-alive connections**, telemetry off / traced, MB",
-            f"{rss_open['gateway-off']:.1f} / {rss_open['gateway-traced']:.1f}",
-            "<= 40",
+        *(
+            (
+                f"**RSS with {OPEN_CONNECTIONS:,} open keep-alive connections**, {wave} requests in flight"
+                " at a time, telemetry off / traced, MB",
+                f"{rss_open['gateway-off', wave]:.1f} / {rss_open['gateway-traced', wave]:.1f}",
+                "<= 40",
+            )
+            for wave in HOLD_WAVES
         ),
         ("**Model calls for 50 concurrent misses on one id**", f"{model_calls} ({answered} of 50 answered 200)", "1"),
     ]

@@ -77,9 +77,10 @@ pub struct ElasticsearchStore {
     /// The HTTP client; built once with the timeout, auth header and compression choice,
     /// its connection pool shared by all requests.
     client: reqwest::Client,
-    /// `{base URL}/{alias}/_doc/`: a document's URL is this plus its id. No credentials,
-    /// so it can go into `url.full`, errors and logs.
-    document_url_prefix: String,
+    /// `{base URL}/{alias}/_doc`: a document's URL is this plus its id as one more path
+    /// segment (appended, not parsed again). No credentials, so it can go into `url.full`,
+    /// errors and logs.
+    document_base: url::Url,
     /// `server.address` of spans and measurements.
     server_address: String,
     /// `server.port` of spans and measurements (i64: the OpenTelemetry layer records
@@ -102,8 +103,9 @@ struct Operation {
     collection: Option<String>,
     /// `{db.operation.name} {db.collection.name}`, as the conventions name the span.
     span_name: String,
-    /// The URL of requests with a fixed path (all but `get` and `index`).
-    url: String,
+    /// The URL of requests with a fixed path (all but `get` and `index`, see
+    /// `document_url`).
+    url: url::Url,
     /// Attributes of `db.client.operation.duration` for a call that succeeded.
     metric_attributes: Vec<KeyValue>,
 }
@@ -173,7 +175,7 @@ struct Answer {
 /// One call's variable parts, beside its [`Operation`].
 struct Call<'a> {
     method: Method,
-    url: &'a str,
+    url: url::Url,
     body: Option<Payload>,
     /// The document id, for `db.operation.parameter.id`.
     document: Option<&'a str>,
@@ -198,6 +200,11 @@ impl ElasticsearchStore {
         // Credentials leave the URL, so no error message, log or span attribute shows them.
         let _ = base_url.set_username("");
         let _ = base_url.set_password(None);
+        if !matches!(base_url.scheme(), "http" | "https") {
+            return Err(StoreError::Unreachable(format!(
+                "the store URL must be http or https: {base_url}"
+            )));
+        }
         let authorization = if let Some(api_key) = &settings.api_key {
             Some(format!("ApiKey {}", api_key.expose()))
         } else if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
@@ -242,11 +249,12 @@ impl ElasticsearchStore {
                     Some(collection) => format!("{name} {collection}"),
                     None => name.to_owned(),
                 },
-                url: format!("{base}{path}"),
+                url: url::Url::parse(&format!("{base}{path}"))
+                    .expect("an http(s) base URL and a percent-encoded path make a URL"),
                 metric_attributes,
             }
         };
-        let document_path = format!("/{alias}/_doc/");
+        let document_path = format!("/{alias}/_doc");
         let alias_name = Some(settings.index_alias.as_str());
         let operations = Operations {
             info: operation("info", None, "/".into()),
@@ -261,9 +269,11 @@ impl ElasticsearchStore {
             ),
             alias_exists: operation("indices.exists", alias_name, format!("/{alias}")),
         };
+        let document_base = url::Url::parse(&format!("{base}{document_path}"))
+            .map_err(|e| StoreError::Unreachable(format!("invalid store URL: {e}")))?;
         Ok(Self {
             client,
-            document_url_prefix: format!("{base}{document_path}"),
+            document_base,
             server_address,
             server_port,
             cluster_name: OnceLock::new(),
@@ -316,7 +326,7 @@ impl ElasticsearchStore {
                 op,
                 Call {
                     method: Method::PUT,
-                    url: &op.url,
+                    url: op.url.clone(),
                     body: Some(json_payload(&body)?),
                     document: None,
                     batch_size: None,
@@ -346,7 +356,7 @@ impl ElasticsearchStore {
                 op,
                 Call {
                     method: Method::GET,
-                    url: &op.url,
+                    url: op.url.clone(),
                     body: None,
                     document: None,
                     batch_size: None,
@@ -365,6 +375,15 @@ impl ElasticsearchStore {
         Ok(())
     }
 
+    /// The URL of the document `id` (64 hex characters, nothing to escape).
+    fn document_url(&self, id: &str) -> url::Url {
+        let mut url = self.document_base.clone();
+        url.path_segments_mut()
+            .expect("new() accepts only http(s) URLs, which have path segments")
+            .push(id);
+        url
+    }
+
     fn alias_name(&self) -> &str {
         self.operations
             .get
@@ -375,8 +394,12 @@ impl ElasticsearchStore {
 
     /// The one traced helper every request goes through: a database client span named by
     /// the semantic conventions, trace context injected from inside it, a metric.
+    ///
+    /// The span is at debug level: OpenTelemetry takes the gateway's spans at every level
+    /// (`telemetry::otel_layer`), while the console layer, at `info` by default, then skips
+    /// formatting its sixteen fields into text on every request for logs that never show it.
     async fn call(&self, op: &Operation, call: Call<'_>) -> Result<Answer, StoreError> {
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             target: "gateway::store",
             "elasticsearch",
             otel.name = op.span_name.as_str(),
@@ -390,7 +413,7 @@ impl ElasticsearchStore {
             { DB_OPERATION_BATCH_SIZE } = call.batch_size.filter(|&n| n > 1).map(|n| n as i64),
             { DB_RESPONSE_STATUS_CODE } = Empty,
             { HTTP_REQUEST_METHOD } = call.method.as_str(),
-            { URL_FULL } = call.url,
+            { URL_FULL } = call.url.as_str(),
             { SERVER_ADDRESS } = self.server_address.as_str(),
             { SERVER_PORT } = self.server_port,
             { ERROR_TYPE } = Empty,
@@ -469,15 +492,21 @@ fn inject_trace_context(cx: &Context, headers: &mut HeaderMap) {
     if !span_context.is_valid() {
         return;
     }
-    let traceparent = format!(
-        "00-{}-{}-{:02x}",
-        span_context.trace_id(),
-        span_context.span_id(),
-        span_context.trace_flags().to_u8()
-    );
-    if let Ok(value) = HeaderValue::try_from(traceparent) {
-        headers.insert(TRACEPARENT, value);
+    // version-trace_id-parent_id-flags, hex-encoded into place: 2 + 1 + 32 + 1 + 16 + 1 + 2.
+    let mut traceparent = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    let ids = [
+        (&span_context.trace_id().to_bytes()[..], 3..35),
+        (&span_context.span_id().to_bytes()[..], 36..52),
+        (&[span_context.trace_flags().to_u8()][..], 53..55),
+    ];
+    for (bytes, range) in ids {
+        hex::encode_to_slice(bytes, &mut traceparent[range])
+            .expect("each range is twice as long as its bytes");
     }
+    headers.insert(
+        TRACEPARENT,
+        HeaderValue::from_bytes(&traceparent).expect("hex digits and dashes are a header value"),
+    );
     let tracestate = span_context.trace_state().header();
     if !tracestate.is_empty()
         && let Ok(value) = HeaderValue::try_from(tracestate)
@@ -575,10 +604,9 @@ impl PredictionStore for ElasticsearchStore {
     fn get<'a>(&'a self, key: &'a PredictionKey) -> StoreFuture<'a, Option<StoredPrediction>> {
         Box::pin(async move {
             let id = document_id(key);
-            let url = format!("{}{id}", self.document_url_prefix);
             let call = Call {
                 method: Method::GET,
-                url: &url,
+                url: self.document_url(&id),
                 body: None,
                 document: Some(&id),
                 batch_size: None,
@@ -610,10 +638,9 @@ impl PredictionStore for ElasticsearchStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let id = document_id(key);
-            let url = format!("{}{id}", self.document_url_prefix);
             let call = Call {
                 method: Method::PUT,
-                url: &url,
+                url: self.document_url(&id),
                 body: Some(json_payload(&Document::of(prediction))?),
                 document: Some(&id),
                 batch_size: None,
@@ -638,7 +665,7 @@ impl PredictionStore for ElasticsearchStore {
             let op = &self.operations.mget;
             let call = Call {
                 method: Method::POST,
-                url: &op.url,
+                url: op.url.clone(),
                 body: Some(json_payload(&json!({ "ids": ids }))?),
                 document: None,
                 batch_size: Some(keys.len()),
@@ -686,7 +713,7 @@ impl PredictionStore for ElasticsearchStore {
             let op = &self.operations.bulk;
             let call = Call {
                 method: Method::POST,
-                url: &op.url,
+                url: op.url.clone(),
                 body: Some(Payload {
                     content_type: NDJSON,
                     bytes: body,
@@ -720,7 +747,7 @@ impl PredictionStore for ElasticsearchStore {
             let op = &self.operations.alias_exists;
             let call = Call {
                 method: Method::HEAD,
-                url: &op.url,
+                url: op.url.clone(),
                 body: None,
                 document: None,
                 batch_size: None,
@@ -840,11 +867,11 @@ mod tests {
         let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
 
         assert_eq!(
-            store.document_url_prefix,
-            "https://search.example:9243/ml-predictions/_doc/"
+            store.document_url("abc").as_str(),
+            "https://search.example:9243/ml-predictions/_doc/abc"
         );
         assert_eq!(
-            store.operations.mget.url,
+            store.operations.mget.url.as_str(),
             "https://search.example:9243/ml-predictions/_mget"
         );
         assert_eq!(store.operations.get.span_name, "get ml-predictions");
