@@ -113,12 +113,10 @@ impl Application {
             settings.store.write_behind_capacity,
             settings.store.write_behind_max_attempts,
         ));
-        let predictions = Arc::new(PredictionService::new(
-            store,
-            model,
-            metrics.clone(),
-            Arc::clone(&write_behind),
-        ));
+        let predictions = Arc::new(
+            PredictionService::new(store, model, metrics.clone(), Arc::clone(&write_behind))
+                .with_max_age(settings.store.max_age()),
+        );
         let refresher = tokio::spawn(refresh_live_model(
             Arc::clone(&predictions),
             settings.model.version_refresh(),

@@ -25,11 +25,18 @@ use crate::metrics::Metrics;
 /// Everything but unreserved characters is escaped in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
 
-/// The document id of `key`: hex SHA-256 of its length-prefixed parts. 64 characters
-/// from `[0-9a-f]`, whatever the data id holds; the raw id is kept in the document.
+/// The document id of `key`: hex SHA-256 of its length-prefixed parts (model name,
+/// version label, run id, data id). 64 characters from `[0-9a-f]`, whatever the data id
+/// holds; the raw id is kept in the document. The run id is part of it so a retrained
+/// model under a reused label writes beside the old run's predictions, never over them.
 pub fn document_id(key: &PredictionKey) -> String {
     let mut hash = Sha256::new();
-    for part in [&key.model_name, &key.model_version, key.data_id.as_str()] {
+    for part in [
+        &key.model_name,
+        &key.model_version,
+        &key.run_id,
+        key.data_id.as_str(),
+    ] {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part.as_bytes());
     }
@@ -316,11 +323,9 @@ impl Document {
     fn into_prediction(self, key: &PredictionKey) -> Result<StoredPrediction, StoreError> {
         let data_id = DataId::parse(&self.data_id)
             .map_err(|e| StoreError::Decode(format!("stored data_id: {e}")))?;
-        // The hash is the key; a document whose fields disagree with it is not ours.
-        if data_id != key.data_id
-            || self.model.name != key.model_name
-            || self.model.version != key.model_version
-        {
+        // The hash is the key; a document whose fields disagree with it (another run's
+        // prediction included) is not ours.
+        if data_id != key.data_id || !key.is_of(&self.model) {
             return Err(StoreError::Decode(format!(
                 "document {} does not hold the prediction of its key",
                 document_id(key)
@@ -501,6 +506,80 @@ impl PredictionStore for ElasticsearchStore {
     }
 }
 
+/// Retention (`gateway purge`): which runs hold predictions, and deleting the others'.
+impl ElasticsearchStore {
+    /// Up to `limit` run ids holding predictions, the most recent first: ordered by their
+    /// newest `created_at` (one `_search` with a terms aggregation on `model.run_id`).
+    /// Predictions written in the last refresh interval (1 s) may not be counted yet.
+    pub async fn recent_runs(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let path = format!("/{}/_search", utf8_percent_encode(&self.alias, SEGMENT));
+        let body = json!({
+            "size": 0,
+            "aggs": {"runs": {
+                "terms": {"field": "model.run_id", "size": limit.max(1), "order": {"newest": "desc"}},
+                "aggs": {"newest": {"max": {"field": "created_at"}}}
+            }}
+        });
+        let answer = self
+            .call(
+                "search",
+                &self.alias,
+                Method::Post,
+                &path,
+                Some(Payload::Json(body)),
+                None,
+            )
+            .await?;
+        if answer.status != 200 {
+            return Err(status_error(answer.status, &answer.body));
+        }
+        let response: serde_json::Value =
+            serde_json::from_slice(&answer.body).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let buckets = response["aggregations"]["runs"]["buckets"]
+            .as_array()
+            .ok_or_else(|| StoreError::Decode("no run aggregation in the answer".into()))?;
+        Ok(buckets
+            .iter()
+            .filter_map(|bucket| bucket["key"].as_str().map(str::to_owned))
+            .take(limit)
+            .collect())
+    }
+
+    /// Deletes every prediction whose run is not in `keep` (one `_delete_by_query`,
+    /// refreshed after, version conflicts with concurrent writes skipped); the number deleted.
+    pub async fn delete_runs_except(&self, keep: &[String]) -> Result<u64, StoreError> {
+        let path = format!(
+            "/{}/_delete_by_query?conflicts=proceed&refresh=true",
+            utf8_percent_encode(&self.alias, SEGMENT)
+        );
+        let body = json!({"query": {"bool": {"must_not": {"terms": {"model.run_id": keep}}}}});
+        let answer = self
+            .call(
+                "delete_by_query",
+                &self.alias,
+                Method::Post,
+                &path,
+                Some(Payload::Json(body)),
+                None,
+            )
+            .await?;
+        if answer.status != 200 {
+            return Err(status_error(answer.status, &answer.body));
+        }
+        let response: serde_json::Value =
+            serde_json::from_slice(&answer.body).map_err(|e| StoreError::Decode(e.to_string()))?;
+        if response["failures"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+        {
+            return Err(status_error(answer.status, &answer.body));
+        }
+        response["deleted"]
+            .as_u64()
+            .ok_or_else(|| StoreError::Decode("no deleted count in the answer".into()))
+    }
+}
+
 fn status_error(status: u16, body: &[u8]) -> StoreError {
     let text = String::from_utf8_lossy(body);
     StoreError::Status {
@@ -527,6 +606,7 @@ mod tests {
         PredictionKey {
             model_name: "iris".into(),
             model_version: "3".into(),
+            run_id: "run-a".into(),
             data_id: DataId::parse(data_id).unwrap(),
         }
     }
@@ -551,15 +631,48 @@ mod tests {
     }
 
     #[test]
+    fn document_ids_differ_by_run_under_one_version_label() {
+        let mut retrained = key("1");
+        retrained.run_id = "run-b".into();
+        assert_ne!(document_id(&key("1")), document_id(&retrained));
+    }
+
+    #[test]
+    fn a_document_of_another_run_is_not_read_as_the_keys_prediction() {
+        let document = Document {
+            data_id: "1".into(),
+            model: ModelInfo {
+                name: "iris".into(),
+                version: "3".into(),
+                run_id: "run-b".into(),
+            },
+            prediction: Prediction {
+                label: "a".into(),
+                probabilities: Default::default(),
+                score: None,
+            },
+            created_at: Utc::now(),
+            trace: IdField { id: "0".repeat(32) },
+            span: IdField { id: "0".repeat(16) },
+        };
+        assert!(matches!(
+            document.into_prediction(&key("1")),
+            Err(StoreError::Decode(_))
+        ));
+    }
+
+    #[test]
     fn length_prefixes_keep_keys_apart_that_concatenate_alike() {
         let a = PredictionKey {
             model_name: "ab".into(),
             model_version: "c".into(),
+            run_id: "r".into(),
             data_id: DataId::parse("d").unwrap(),
         };
         let b = PredictionKey {
             model_name: "a".into(),
             model_version: "bc".into(),
+            run_id: "r".into(),
             data_id: DataId::parse("d").unwrap(),
         };
         assert_ne!(document_id(&a), document_id(&b));
