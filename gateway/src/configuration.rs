@@ -106,6 +106,11 @@ pub struct StoreSettings {
     /// default 8: about 16 s of backoff). While the store cannot be reached at all,
     /// retries go on every 5 s until it can, or until shutdown.
     pub write_behind_max_attempts: u32,
+    /// Maximum age of a stored prediction in seconds (`GATEWAY__STORE__MAX_AGE_SECS`,
+    /// unset by default: a prediction stays fresh until its model run is replaced). An
+    /// older one is not served (recomputed, `Cache-Status: ...; fwd=stale`), and every
+    /// answer says its remaining lifetime in `ttl` (RFC 9211 section 2.4).
+    pub max_age_secs: Option<u64>,
 }
 
 /// The model service and how the gateway follows its live version.
@@ -156,6 +161,7 @@ impl Default for Settings {
                 compression: false,
                 write_behind_capacity: 10_000,
                 write_behind_max_attempts: 8,
+                max_age_secs: None,
             },
             model: ModelSettings {
                 url: "http://127.0.0.1:8001".into(),
@@ -315,6 +321,15 @@ impl Settings {
                     return Err(invalid(name, value, "positive count"));
                 }
             }
+            "STORE__MAX_AGE_SECS" => {
+                self.store.max_age_secs = match non_empty(value) {
+                    None => None,
+                    Some(_) => match parse(name, value, "positive number of seconds")? {
+                        0 => return Err(invalid(name, value, "positive number of seconds")),
+                        seconds => Some(seconds),
+                    },
+                }
+            }
             "MODEL__URL" => self.model.url = value.trim_end_matches('/').to_owned(),
             "MODEL__TIMEOUT_MS" => {
                 self.model.timeout_ms = parse(name, value, "number of milliseconds")?
@@ -382,6 +397,11 @@ impl StoreSettings {
     /// Timeout of one store request.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Maximum age of a stored prediction, when one is configured.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_age_secs.map(Duration::from_secs)
     }
 
     /// The versioned index behind the alias, created at start-up.
@@ -544,6 +564,22 @@ mod tests {
                 "{model} vs {request}"
             );
             assert!(error.to_string().contains("GATEWAY__MODEL__TIMEOUT_MS"));
+        }
+    }
+
+    #[test]
+    fn the_maximum_age_of_stored_predictions_is_off_unless_set_to_a_positive_count() {
+        assert_eq!(
+            Settings::from_vars(vars(&[])).unwrap().store.max_age(),
+            None
+        );
+        let set = Settings::from_vars(vars(&[("GATEWAY__STORE__MAX_AGE_SECS", "3600")])).unwrap();
+        assert_eq!(set.store.max_age(), Some(Duration::from_secs(3600)));
+        for value in ["0", "-5", "1h"] {
+            assert!(
+                Settings::from_vars(vars(&[("GATEWAY__STORE__MAX_AGE_SECS", value)])).is_err(),
+                "{value}"
+            );
         }
     }
 

@@ -13,9 +13,10 @@ use opentelemetry_semantic_conventions::attribute::{
 use serde::Serialize;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::domain::DataIdError;
+use crate::domain::{CacheStatus, DataIdError, Handling};
 use crate::model_client::ModelClientError;
 use crate::prediction_service::PredictionError;
+use crate::routes::cache_status_header;
 use crate::store::StoreError;
 
 /// Every way a request can fail, as the client sees it.
@@ -65,6 +66,12 @@ pub enum ApiError {
     /// The request's total deadline passed.
     #[error("the request did not complete within its deadline")]
     DeadlineExceeded,
+    /// `Cache-Control: only-if-cached` and no stored prediction satisfies the request:
+    /// 504, as RFC 9111 section 5.2.1.7 says.
+    #[error(
+        "no stored prediction satisfies this request, and only-if-cached forbids computing one"
+    )]
+    NotCached,
     /// The model service failed.
     #[error("model service: {0}")]
     Model(ModelClientError),
@@ -109,6 +116,7 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some(1)),
             Self::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", None),
+            Self::NotCached => (StatusCode::GATEWAY_TIMEOUT, "not_cached", None),
             Self::Model(ModelClientError::UnknownDataId) => {
                 (StatusCode::NOT_FOUND, "unknown_data_id", None)
             }
@@ -155,6 +163,9 @@ impl ApiError {
         match self {
             Self::Overloaded => "the gateway is at capacity; retry after the indicated delay",
             Self::DeadlineExceeded => "the request did not complete within its deadline",
+            Self::NotCached => {
+                "no stored prediction satisfies this request, and only-if-cached forbids computing one"
+            }
             Self::Model(
                 ModelClientError::Unavailable(_) | ModelClientError::CircuitOpen { .. },
             ) => "the model service is unavailable; retry later",
@@ -174,6 +185,7 @@ impl From<PredictionError> for ApiError {
             PredictionError::Model(error) => Self::Model(error),
             PredictionError::Store(error) => Self::Store(error),
             PredictionError::Aborted => Self::Internal(error.to_string()),
+            PredictionError::NotCached => Self::NotCached,
         }
     }
 }
@@ -272,7 +284,8 @@ fn type_and_variant<E: std::fmt::Debug>(error: &E) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, retry_after) = self.parts();
-        if status.is_server_error() {
+        // A 504 for only-if-cached is the answer the client asked for, not a failure.
+        if status.is_server_error() && !matches!(self, Self::NotCached) {
             // The one place a failure is recorded; the client gets the trace id instead.
             self.record_failure(code);
         }
@@ -288,6 +301,16 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        // Answers the cache gave without the model or a stored prediction say so (RFC 9211).
+        if matches!(self, Self::NotCached | Self::PredictionNotFound) {
+            let not_cached = CacheStatus {
+                handling: Handling::NotCached,
+                ttl: None,
+            };
+            response
+                .headers_mut()
+                .extend(cache_status_header(&not_cached));
         }
         response
     }

@@ -14,12 +14,14 @@
 //!   staged shutdown, JSON answers to unparsable request heads.
 //! - [`middleware`]: the layer stack (server span, load shedding, timeout, body limit).
 //! - [`routes`]: one file per endpoint group.
-//! - [`domain`]: validated request types ([`domain::DataId`]) and prediction types.
+//! - [`domain`]: validated request types ([`domain::DataId`], the `Cache-Control` request
+//!   directives), prediction types and the `Cache-Status` value.
 //! - [`prediction_service`]: lookup, request coalescing, model call, live model version.
 //! - [`write_behind`]: the bounded queue of writes the store could not take, each retried
 //!   on its own schedule, given up (counted, logged) when permanent or out of attempts.
 //! - [`store`]: the [`store::PredictionStore`] trait, Elasticsearch and in-memory implementations.
 //! - [`model_client`]: the HTTP client of the model service.
+//! - [`purge`]: `gateway purge --keep N`, deleting the predictions of runs no longer kept.
 //! - [`circuit_breaker`]: fails model calls fast while the model service is down.
 //! - [`trace_context`]: links to the computing trace, unsampled background spans.
 //! - [`error`]: the one mapping from errors to HTTP status and JSON error body.
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod model_client;
 pub mod prediction_service;
+pub mod purge;
 pub mod routes;
 pub mod server;
 pub mod startup;

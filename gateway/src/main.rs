@@ -1,13 +1,39 @@
-//! The gateway binary: settings -> telemetry -> build -> serve until stopped -> flush.
+//! The gateway binary: settings -> telemetry -> build -> serve until stopped -> flush;
+//! or, as `gateway purge --keep N`, one retention pass over the store, then flush.
 
 use std::process::ExitCode;
 
 use gateway::configuration::Settings;
+use gateway::purge::{self, PurgeArgs};
 use gateway::startup::{Application, shutdown_signal};
 use gateway::telemetry;
+use tracing::Instrument;
+
+/// What the command line asks for.
+enum Command {
+    /// No arguments: serve.
+    Serve,
+    /// `purge --keep N`.
+    Purge(PurgeArgs),
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match args.split_first() {
+        None => Command::Serve,
+        Some((first, rest)) if first == "purge" => match PurgeArgs::parse(rest) {
+            Ok(args) => Command::Purge(args),
+            Err(error) => {
+                eprintln!("gateway purge: {error}\nusage: gateway [purge --keep N]");
+                return ExitCode::from(2);
+            }
+        },
+        Some((first, _)) => {
+            eprintln!("gateway: unknown command {first:?}\nusage: gateway [purge --keep N]");
+            return ExitCode::from(2);
+        }
+    };
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {
@@ -22,7 +48,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = serve(settings).await;
+    let result = match command {
+        Command::Serve => serve(settings).await,
+        Command::Purge(args) => run_purge(settings, args).await,
+    };
     // Flushing blocks (and retries against an unreachable collector): off the runtime.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     match result {
@@ -42,6 +71,16 @@ async fn serve(settings: Settings) -> Result<(), String> {
     println!("gateway listening on http://{}", application.address());
     tracing::info!(address = %application.address(), "gateway listening");
     application.run_until_stopped(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn run_purge(settings: Settings, args: PurgeArgs) -> Result<(), String> {
+    let summary = purge::purge(&settings, args)
+        .instrument(tracing::info_span!("gateway purge"))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    // The last stdout line, for the scheduler's log and scripts.
+    println!("{}", serde_json::json!(summary));
     Ok(())
 }
 

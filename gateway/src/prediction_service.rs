@@ -1,12 +1,14 @@
-//! The cache-aside prediction path: look the prediction up for the live model version,
+//! The cache-aside prediction path: look the prediction up for the live model run,
 //! compute it on a miss (one model call per key however many requests wait for it),
-//! store it with the computing trace, and follow the model service's live version.
+//! store it with the computing trace, and follow the model service's live model, as the
+//! client's RFC 9111 request directives allow.
 //!
 //! Computations are detached from the requests that wait for them: a model call and its
 //! store write run in their own task, inside the trace of the request that started them,
 //! so a client hang-up or a request deadline never throws shared work away.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -18,7 +20,10 @@ use tokio::sync::watch;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::domain::{CacheResult, DataId, ModelInfo, PredictionKey, StoredPrediction};
+use crate::domain::{
+    CacheResult, CacheStatus, DataId, Forward, ForwardReason, Handling, ModelInfo, PredictionKey,
+    RequestDirectives, StoredPrediction,
+};
 use crate::metrics::Metrics;
 use crate::model_client::{ModelClient, ModelClientError};
 use crate::store::{PredictionStore, StoreError};
@@ -41,6 +46,10 @@ pub enum PredictionError {
     /// The task computing the prediction ended without a result (a bug: it panicked).
     #[error("the computation of this prediction ended without a result")]
     Aborted,
+    /// `only-if-cached` (RFC 9111 section 5.2.1.7): no stored prediction satisfies the
+    /// request, and the model may not be asked.
+    #[error("no stored prediction satisfies the request and only-if-cached forbids computing one")]
+    NotCached,
 }
 
 /// A served prediction and how it was obtained.
@@ -50,6 +59,8 @@ pub struct Outcome {
     pub prediction: StoredPrediction,
     /// Hit, miss or bypass.
     pub cache: CacheResult,
+    /// How the cache handled it, for the `Cache-Status` header.
+    pub status: CacheStatus,
 }
 
 /// The predictions of a batch, in the order asked, and the ids that got none.
@@ -62,6 +73,11 @@ pub struct BatchOutcome {
     /// Ids whose prediction could not be computed, with why (e.g. the model is down while
     /// the others were answered from the store).
     pub failed: Vec<(DataId, PredictionError)>,
+    /// How the cache handled the batch as a whole (one `Cache-Status` member): `hit` when
+    /// no model call was made; else `fwd=` the reason of its one model call (see
+    /// [`ForwardReason::of_batch`]) and `stored` when its bulk write was acknowledged;
+    /// `detail=bypass` when the multi-get failed; `ttl` the least of the items'.
+    pub status: CacheStatus,
 }
 
 /// The state of each dependency, for readiness.
@@ -73,10 +89,27 @@ pub struct DependencyStatus {
     pub model: Result<ModelInfo, String>,
 }
 
-type FlightResult = Result<StoredPrediction, PredictionError>;
+/// A computed prediction and whether the store acknowledged its write.
+#[derive(Debug, Clone)]
+struct Computed {
+    prediction: StoredPrediction,
+    stored: bool,
+}
+
+type FlightResult = Result<Computed, PredictionError>;
 /// A computation in progress: `None` until its result is published.
 type Flight = watch::Receiver<Option<FlightResult>>;
-type Flights = Arc<Mutex<HashMap<PredictionKey, Flight>>>;
+
+/// A flight in the coalescing table and whether its prediction is to be written: true as
+/// soon as one requester (starter or joiner) did not say `no-store`, so a `no-store`
+/// request never makes a shared computation skip the write the others expect. Set and
+/// read under the table's lock, so no joiner slips in after the decision.
+struct FlightEntry {
+    flight: Flight,
+    store: Arc<AtomicBool>,
+}
+
+type Flights = Arc<Mutex<HashMap<PredictionKey, FlightEntry>>>;
 
 /// The cache-aside logic; no HTTP types.
 pub struct PredictionService {
@@ -92,6 +125,8 @@ pub struct PredictionService {
     metrics: Metrics,
     /// Writes the store refused, retried in the background.
     write_behind: Arc<WriteBehind>,
+    /// Stored predictions older than this are not served (`None`: no maximum age).
+    max_age: Option<Duration>,
 }
 
 impl PredictionService {
@@ -109,47 +144,112 @@ impl PredictionService {
             live: RwLock::new(None),
             flights: Arc::default(),
             metrics,
+            max_age: None,
         }
     }
 
-    /// The prediction for `data_id` under the live model: from the store, or computed.
-    pub async fn predict(self: &Arc<Self>, data_id: DataId) -> Result<Outcome, PredictionError> {
+    /// Serves no stored prediction older than `max_age` (`None`: no maximum age).
+    pub fn with_max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// The prediction for `data_id` under the live model: from the store, or computed, as
+    /// `directives` allow: `no-cache` skips the lookup, `max-age` and the configured maximum
+    /// age turn older stored predictions into misses, `no-store` keeps this request's
+    /// computation out of the store, `only-if-cached` answers [`PredictionError::NotCached`]
+    /// instead of calling the model.
+    pub async fn predict(
+        self: &Arc<Self>,
+        data_id: DataId,
+        directives: RequestDirectives,
+    ) -> Result<Outcome, PredictionError> {
         let span = Span::current();
         span.set_attribute("ml.data_id", data_id.as_str().to_owned());
+        span.set_attribute("ml.cache.directive", directives.attribute());
         let model = self.live_model().await?;
         let key = PredictionKey::new(&model, data_id);
-        let outcome = match self.store.get(&key).await {
-            Ok(Some(stored)) => {
-                link_to_computing_trace(&span, &stored);
-                Outcome {
-                    prediction: stored,
-                    cache: CacheResult::Hit,
+        let (reason, bypass) = if directives.no_cache {
+            (ForwardReason::Request, false)
+        } else {
+            match self.store.get(&key).await {
+                Ok(Some(stored)) if self.is_fresh(&stored, &directives) => {
+                    link_to_computing_trace(&span, &stored);
+                    return Ok(self.served(self.hit(stored), &directives));
+                }
+                Ok(Some(_)) => (ForwardReason::Stale, false),
+                Ok(None) => (ForwardReason::Miss, false),
+                Err(error) => {
+                    tracing::warn!(error = %error, "store lookup failed; answering from the model");
+                    (ForwardReason::Miss, true)
                 }
             }
-            Ok(None) => self.compute_once(key, CacheResult::Miss).await?,
-            Err(error) => {
-                tracing::warn!(error = %error, "store lookup failed; answering from the model");
-                self.compute_once(key, CacheResult::Bypass).await?
-            }
         };
+        if directives.only_if_cached {
+            return Err(PredictionError::NotCached);
+        }
+        let (computed, collapsed) = self.compute_once(key, &directives).await?;
+        let status = CacheStatus {
+            handling: Handling::Forwarded(Forward {
+                reason,
+                stored: computed.stored,
+                collapsed,
+                bypass,
+            }),
+            ttl: self.ttl(&computed.prediction),
+        };
+        let cache = if bypass {
+            CacheResult::Bypass
+        } else {
+            CacheResult::Miss
+        };
+        let outcome = Outcome {
+            prediction: computed.prediction,
+            cache,
+            status,
+        };
+        Ok(self.served(outcome, &directives))
+    }
+
+    /// Records a single prediction's outcome on the server span and the cache counter.
+    fn served(&self, outcome: Outcome, directives: &RequestDirectives) -> Outcome {
+        let span = Span::current();
         let model = &outcome.prediction.model;
         span.set_attribute("ml.model.name", model.name.clone());
         span.set_attribute("ml.model.version", model.version.clone());
         span.set_attribute("ml.run_id", model.run_id.clone());
         span.set_attribute("ml.cache.result", outcome.cache.as_str());
-        self.count(outcome.cache);
-        Ok(outcome)
+        self.count(outcome.cache, directives);
+        outcome
+    }
+
+    /// A stored prediction served as a hit.
+    fn hit(&self, prediction: StoredPrediction) -> Outcome {
+        let status = CacheStatus {
+            handling: Handling::Hit,
+            ttl: self.ttl(&prediction),
+        };
+        Outcome {
+            prediction,
+            cache: CacheResult::Hit,
+            status,
+        }
     }
 
     /// The predictions of `data_ids`: one multi-get, one batched model call for the misses,
-    /// one bulk write. Batches are not coalesced with single requests, but their model call
-    /// and write are detached like theirs. Hits are served even when the misses cannot be
-    /// computed; only when no id gets a prediction does the batch fail as a whole.
+    /// one bulk write, as `directives` allow (the same rules as [`Self::predict`], applied
+    /// to every id; under `only-if-cached` the misses are listed as failed with
+    /// [`PredictionError::NotCached`]). Batches are not coalesced with single requests, but
+    /// their model call and write are detached like theirs. Hits are served even when the
+    /// misses cannot be computed; only when no id gets a prediction does the batch fail as
+    /// a whole.
     pub async fn predict_batch(
         self: &Arc<Self>,
         data_ids: Vec<DataId>,
+        directives: RequestDirectives,
     ) -> Result<BatchOutcome, PredictionError> {
         let span = Span::current();
+        span.set_attribute("ml.cache.directive", directives.attribute());
         let mut seen = HashSet::new();
         let data_ids: Vec<DataId> = data_ids
             .into_iter()
@@ -160,33 +260,60 @@ impl PredictionService {
             .iter()
             .map(|id| PredictionKey::new(&model, id.clone()))
             .collect();
-        let (found, miss_result) = match self.store.get_many(&keys).await {
-            Ok(found) => (found, CacheResult::Miss),
-            Err(error) => {
-                tracing::warn!(error = %error, "store multi-get failed; answering from the model");
-                (vec![None; keys.len()], CacheResult::Bypass)
+        let (found, bypass) = if directives.no_cache {
+            (vec![None; keys.len()], false)
+        } else {
+            match self.store.get_many(&keys).await {
+                Ok(found) => (found, false),
+                Err(error) => {
+                    tracing::warn!(error = %error, "store multi-get failed; answering from the model");
+                    (vec![None; keys.len()], true)
+                }
             }
         };
+        // Each id: served from the store, or sent to the model and why.
+        let lookups: Vec<Result<StoredPrediction, ForwardReason>> = found
+            .into_iter()
+            .map(|found| match found {
+                Some(stored) if self.is_fresh(&stored, &directives) => Ok(stored),
+                Some(_) => Err(ForwardReason::Stale),
+                None if directives.no_cache => Err(ForwardReason::Request),
+                None => Err(ForwardReason::Miss),
+            })
+            .collect();
         let misses: Vec<DataId> = data_ids
             .iter()
-            .zip(&found)
-            .filter(|(_, found)| found.is_none())
+            .zip(&lookups)
+            .filter(|(_, lookup)| lookup.is_err())
             .map(|(id, _)| id.clone())
             .collect();
         let mut computed = HashMap::new();
         let mut not_found = Vec::new();
         let mut failure = None;
-        if !misses.is_empty() {
+        let mut stored = false;
+        let forward = if directives.only_if_cached {
+            failure = Some(PredictionError::NotCached);
+            None
+        } else {
+            ForwardReason::of_batch(
+                lookups
+                    .iter()
+                    .filter_map(|lookup| lookup.as_ref().err().copied()),
+            )
+        };
+        if forward.is_some() {
             let this = Arc::clone(self);
             let computing = span.context();
+            let store = !directives.no_store;
             let task = tokio::spawn(
-                async move { this.compute_batch(misses, &computing).await }
+                async move { this.compute_batch(misses, &computing, store).await }
                     .with_context(span.context()),
             );
             match task.await.unwrap_or(Err(PredictionError::Aborted)) {
-                Ok((predictions, unknown)) => {
-                    computed = predictions;
-                    not_found = unknown;
+                Ok(batch) => {
+                    computed = batch.predictions;
+                    not_found = batch.not_found;
+                    stored = batch.stored;
                 }
                 Err(error) => {
                     tracing::warn!(error = %error, "cannot compute the batch's misses; serving its hits");
@@ -194,16 +321,27 @@ impl PredictionService {
                 }
             }
         }
+        let miss_result = if bypass {
+            CacheResult::Bypass
+        } else {
+            CacheResult::Miss
+        };
         let mut items = Vec::with_capacity(data_ids.len());
         let mut failed = Vec::new();
-        for (data_id, found) in data_ids.into_iter().zip(found) {
-            let outcome = match found {
-                Some(prediction) => Outcome {
-                    prediction,
-                    cache: CacheResult::Hit,
-                },
-                None => match computed.remove(&data_id) {
+        for (data_id, lookup) in data_ids.into_iter().zip(lookups) {
+            let outcome = match lookup {
+                Ok(prediction) => self.hit(prediction),
+                Err(reason) => match computed.remove(&data_id) {
                     Some(prediction) => Outcome {
+                        status: CacheStatus {
+                            handling: Handling::Forwarded(Forward {
+                                reason,
+                                stored,
+                                collapsed: false,
+                                bypass,
+                            }),
+                            ttl: self.ttl(&prediction),
+                        },
                         prediction,
                         cache: miss_result,
                     },
@@ -215,7 +353,7 @@ impl PredictionService {
                     }
                 },
             };
-            self.count(outcome.cache);
+            self.count(outcome.cache, &directives);
             items.push(outcome);
         }
         if let Some(error) = failure
@@ -223,6 +361,19 @@ impl PredictionService {
         {
             return Err(error);
         }
+        let handling = match forward {
+            None => Handling::Hit,
+            Some(reason) => Handling::Forwarded(Forward {
+                reason,
+                stored,
+                collapsed: false,
+                bypass,
+            }),
+        };
+        let status = CacheStatus {
+            handling,
+            ttl: items.iter().filter_map(|item| item.status.ttl).min(),
+        };
         let hits = items.iter().filter(|o| o.cache == CacheResult::Hit).count();
         span.set_attribute("ml.model.name", model.name.clone());
         span.set_attribute("ml.model.version", model.version.clone());
@@ -235,27 +386,33 @@ impl PredictionService {
             items,
             not_found,
             failed,
+            status,
         })
     }
 
-    /// The stored prediction for `data_id` under the live model, if any; never calls `/predict`.
+    /// The stored prediction for `data_id` under the live model, if one satisfies
+    /// `directives` and the configured maximum age; never calls `/predict`.
     pub async fn stored(
         &self,
         data_id: DataId,
-    ) -> Result<Option<StoredPrediction>, PredictionError> {
+        directives: RequestDirectives,
+    ) -> Result<Option<Outcome>, PredictionError> {
         let span = Span::current();
         span.set_attribute("ml.data_id", data_id.as_str().to_owned());
+        span.set_attribute("ml.cache.directive", directives.attribute());
         let model = self.live_model().await?;
         span.set_attribute("ml.model.name", model.name.clone());
         span.set_attribute("ml.model.version", model.version.clone());
         span.set_attribute("ml.run_id", model.run_id.clone());
         let stored = self.store.get(&PredictionKey::new(&model, data_id)).await?;
-        if let Some(stored) = &stored {
-            link_to_computing_trace(&span, stored);
-            span.set_attribute("ml.cache.result", CacheResult::Hit.as_str());
-            self.count(CacheResult::Hit);
-        }
-        Ok(stored)
+        let Some(stored) = stored.filter(|s| !directives.no_cache && self.is_fresh(s, &directives))
+        else {
+            return Ok(None);
+        };
+        link_to_computing_trace(&span, &stored);
+        span.set_attribute("ml.cache.result", CacheResult::Hit.as_str());
+        self.count(CacheResult::Hit, &directives);
+        Ok(Some(self.hit(stored)))
     }
 
     /// Re-reads the live model from the model service (called on an interval).
@@ -287,10 +444,37 @@ impl PredictionService {
         }
     }
 
-    fn count(&self, cache: CacheResult) {
-        self.metrics
-            .cache_results
-            .add(1, &[KeyValue::new("ml.cache.result", cache.as_str())]);
+    /// Counts a served prediction by outcome and by the directives that applied (no ids).
+    fn count(&self, cache: CacheResult, directives: &RequestDirectives) {
+        self.metrics.cache_results.add(
+            1,
+            &[
+                KeyValue::new("ml.cache.result", cache.as_str()),
+                KeyValue::new("ml.cache.directive", directives.attribute()),
+            ],
+        );
+    }
+
+    /// How old `prediction` is (zero if its clock was ahead of ours).
+    fn age(prediction: &StoredPrediction) -> Duration {
+        (Utc::now() - prediction.created_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Whether `prediction` may answer a request with `directives`: not older than the
+    /// configured maximum age nor than the request's `max-age`.
+    fn is_fresh(&self, prediction: &StoredPrediction, directives: &RequestDirectives) -> bool {
+        let age = Self::age(prediction);
+        self.max_age.is_none_or(|max_age| age <= max_age) && directives.accepts_age(age)
+    }
+
+    /// The remaining freshness lifetime of `prediction` in whole seconds, when a maximum
+    /// age is configured (RFC 9211 `ttl`; negative once stale).
+    fn ttl(&self, prediction: &StoredPrediction) -> Option<i64> {
+        let age = i64::try_from(Self::age(prediction).as_secs()).unwrap_or(i64::MAX);
+        self.max_age
+            .map(|max_age| i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX) - age)
     }
 
     /// The live model: as last learned, or asked for now if never learned.
@@ -320,64 +504,93 @@ impl PredictionService {
         }
     }
 
-    /// Computes the prediction of `key`, or joins the computation already running for it.
+    /// Computes the prediction of `key`, or joins a computation already running for it
+    /// that `directives` accept; also says whether it joined (`collapsed`).
     async fn compute_once(
         self: &Arc<Self>,
         key: PredictionKey,
-        cache: CacheResult,
-    ) -> Result<Outcome, PredictionError> {
-        let mut flight = self.join_or_start(key);
+        directives: &RequestDirectives,
+    ) -> Result<(Computed, bool), PredictionError> {
+        let (mut flight, collapsed) = self.join_or_start(key, directives);
         let result = match flight.wait_for(Option::is_some).await {
             Ok(done) => done.clone().unwrap_or(Err(PredictionError::Aborted)),
             // The computing task ended without publishing: it panicked.
             Err(_) => Err(PredictionError::Aborted),
         };
-        let prediction = result?;
+        let computed = result?;
         let span = Span::current();
-        if prediction.trace_id != span.context().span().span_context().trace_id().to_string() {
+        let own_trace = span.context().span().span_context().trace_id().to_string();
+        if computed.prediction.trace_id != own_trace {
             // Served by another request's model call: point at the trace that made it.
-            link_to_computing_trace(&span, &prediction);
+            link_to_computing_trace(&span, &computed.prediction);
         }
-        Ok(Outcome { prediction, cache })
+        Ok((computed, collapsed))
     }
 
-    /// The flight of `key`: the one in progress, or a new one computing in its own task,
-    /// inside the current (requesting) trace, whatever becomes of the requester.
-    fn join_or_start(self: &Arc<Self>, key: PredictionKey) -> Flight {
+    /// Whether a request with `directives` may take the result of `flight`: one still
+    /// computing is as fresh as its own call would be; a finished (lingering) one is a
+    /// stored prediction by now, so `no-cache` never takes it and `max-age` and the
+    /// maximum age judge its age. A failed one is shared, as before it is forgotten.
+    fn may_join(&self, flight: &Flight, directives: &RequestDirectives) -> bool {
+        match &*flight.borrow() {
+            None | Some(Err(_)) => true,
+            Some(Ok(done)) => !directives.no_cache && self.is_fresh(&done.prediction, directives),
+        }
+    }
+
+    /// The flight of `key`: the one in progress if `directives` accept it (then `true`),
+    /// or a new one computing in its own task, inside the current (requesting) trace,
+    /// whatever becomes of the requester. A new flight replaces one the request could not
+    /// join in the table; that one still lands for its own waiters.
+    fn join_or_start(
+        self: &Arc<Self>,
+        key: PredictionKey,
+        directives: &RequestDirectives,
+    ) -> (Flight, bool) {
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(flight) = flights.get(&key) {
-            return flight.clone();
+        if let Some(entry) = flights.get(&key)
+            && self.may_join(&entry.flight, directives)
+        {
+            if !directives.no_store {
+                entry.store.store(true, Ordering::Relaxed);
+            }
+            return (entry.flight.clone(), true);
         }
         let (publish, flight) = watch::channel(None);
-        flights.insert(key.clone(), flight.clone());
+        let store = Arc::new(AtomicBool::new(!directives.no_store));
+        let entry = FlightEntry {
+            flight: flight.clone(),
+            store: Arc::clone(&store),
+        };
+        flights.insert(key.clone(), entry);
         drop(flights);
         let landing = Landing {
             flights: Arc::clone(&self.flights),
             key,
             flight: flight.clone(),
+            store,
         };
         let this = Arc::clone(self);
         let requesting = Span::current().context();
         let computing = requesting.clone();
         let task = async move {
-            let result = this.compute(&landing.key, &computing).await;
-            let succeeded = result.is_ok();
+            let result = this.compute(&landing, &computing).await;
+            // Linger only where a write may race a lookup; unwritten results are gone at once.
+            let linger = result.is_ok() && landing.store.load(Ordering::Relaxed);
             publish.send_replace(Some(result));
-            if succeeded {
+            if linger {
                 tokio::time::sleep(COALESCE_LINGER).await;
             }
             drop(landing);
         };
         tokio::spawn(task.with_context(requesting));
-        flight
+        (flight, false)
     }
 
-    /// One model call and one store write, recorded with the computing trace.
-    async fn compute(
-        &self,
-        key: &PredictionKey,
-        computing: &opentelemetry::Context,
-    ) -> Result<StoredPrediction, PredictionError> {
+    /// One model call and, unless every requester said `no-store`, one store write,
+    /// recorded with the computing trace.
+    async fn compute(&self, landing: &Landing, computing: &opentelemetry::Context) -> FlightResult {
+        let key = &landing.key;
         let answer = self.model.predict(&key.data_id).await?;
         let span_context = computing.span().span_context().clone();
         let stored = StoredPrediction {
@@ -388,33 +601,49 @@ impl PredictionService {
             trace_id: span_context.trace_id().to_string(),
             span_id: span_context.span_id().to_string(),
         };
-        // The model may have switched versions since the live one was learned: follow it,
-        // and store the prediction under the version that made it.
-        if stored.model.version != key.model_version || stored.model.name != key.model_name {
+        // The model may have switched (version or run) since the live one was learned:
+        // follow it, and store the prediction under the model that made it.
+        if !key.is_of(&stored.model) {
             self.set_live(stored.model.clone());
+        }
+        if !landing.decide_store() {
+            return Ok(Computed {
+                prediction: stored,
+                stored: false,
+            });
         }
         let store_key = PredictionKey::new(&stored.model, key.data_id.clone());
         match self.store.put(&store_key, &stored).await {
-            Ok(()) => tracing::info!(
-                ml.data_id = %stored.data_id,
-                ml.model.version = %stored.model.version,
-                "prediction computed and stored"
-            ),
+            Ok(()) => {
+                tracing::info!(
+                    ml.data_id = %stored.data_id,
+                    ml.model.version = %stored.model.version,
+                    ml.run_id = %stored.model.run_id,
+                    "prediction computed and stored"
+                );
+                Ok(Computed {
+                    prediction: stored,
+                    stored: true,
+                })
+            }
             Err(error) => {
                 tracing::warn!(error = %error, "cannot store the prediction; queued for a retry");
                 self.write_behind.enqueue(store_key, stored.clone());
+                Ok(Computed {
+                    prediction: stored,
+                    stored: false,
+                })
             }
         }
-        Ok(stored)
     }
 
-    /// The batched model call and bulk write of a batch's misses: the predictions by id
-    /// and the ids the model service does not know.
+    /// The batched model call and (when `store`) bulk write of a batch's misses.
     async fn compute_batch(
         &self,
         misses: Vec<DataId>,
         computing: &opentelemetry::Context,
-    ) -> Result<(HashMap<DataId, StoredPrediction>, Vec<DataId>), PredictionError> {
+        store: bool,
+    ) -> Result<ComputedBatch, PredictionError> {
         let answer = self.model.predict_batch(&misses).await?;
         let span_context = computing.span().span_context().clone();
         let created_at = Utc::now();
@@ -446,14 +675,33 @@ impl PredictionService {
         if self.read_live().as_ref() != Some(&answer.model) {
             self.set_live(answer.model.clone());
         }
-        if let Err(error) = self.store.put_many(&writes).await {
+        let stored = if !store || writes.is_empty() {
+            false
+        } else if let Err(error) = self.store.put_many(&writes).await {
             tracing::warn!(error = %error, "cannot store the batch's predictions; queued for a retry");
             for (key, prediction) in writes {
                 self.write_behind.enqueue(key, prediction);
             }
-        }
-        Ok((computed, not_found))
+            false
+        } else {
+            true
+        };
+        Ok(ComputedBatch {
+            predictions: computed,
+            not_found,
+            stored,
+        })
     }
+}
+
+/// What a batch's model call gave.
+struct ComputedBatch {
+    /// The predictions by id.
+    predictions: HashMap<DataId, StoredPrediction>,
+    /// The ids the model service does not know.
+    not_found: Vec<DataId>,
+    /// Whether the bulk write was acknowledged.
+    stored: bool,
 }
 
 /// Removes a flight from the coalescing table when dropped: after the linger on success,
@@ -463,6 +711,26 @@ struct Landing {
     flights: Flights,
     key: PredictionKey,
     flight: Flight,
+    /// Whether to write the prediction (the entry's flag).
+    store: Arc<AtomicBool>,
+}
+
+impl Landing {
+    /// Whether to write the computed prediction, decided once under the table's lock. A
+    /// flight nobody wants written leaves the table at once, so a request that does want
+    /// its prediction stored starts its own flight instead of joining an unwritten one.
+    fn decide_store(&self) -> bool {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        let store = self.store.load(Ordering::Relaxed);
+        if !store
+            && flights
+                .get(&self.key)
+                .is_some_and(|entry| entry.flight.same_channel(&self.flight))
+        {
+            flights.remove(&self.key);
+        }
+        store
+    }
 }
 
 impl Drop for Landing {
@@ -470,7 +738,7 @@ impl Drop for Landing {
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
         if flights
             .get(&self.key)
-            .is_some_and(|f| f.same_channel(&self.flight))
+            .is_some_and(|entry| entry.flight.same_channel(&self.flight))
         {
             flights.remove(&self.key);
         }

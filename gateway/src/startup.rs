@@ -114,12 +114,10 @@ impl Application {
             settings.store.write_behind_capacity,
             settings.store.write_behind_max_attempts,
         ));
-        let predictions = Arc::new(PredictionService::new(
-            store,
-            model,
-            metrics.clone(),
-            Arc::clone(&write_behind),
-        ));
+        let predictions = Arc::new(
+            PredictionService::new(store, model, metrics.clone(), Arc::clone(&write_behind))
+                .with_max_age(settings.store.max_age()),
+        );
         let refresher = tokio::spawn(refresh_live_model(
             Arc::clone(&predictions),
             settings.model.version_refresh(),
@@ -209,6 +207,7 @@ async fn ensure_index(store: &ElasticsearchStore) -> Result<(), StoreError> {
     let probe = PredictionKey {
         model_name: "startup-probe".into(),
         model_version: "0".into(),
+        run_id: "0".into(),
         data_id: DataId::parse("startup-probe").map_err(|e| StoreError::Decode(e.to_string()))?,
     };
     let mut delay = Duration::from_millis(50);

@@ -144,3 +144,25 @@ def test_the_gateway_drains_itself_inside_the_termination_grace_period() -> None
     needed_seconds = (drain_ms + grace_ms) / 1000 + 10
     assert spec["terminationGracePeriodSeconds"] >= needed_seconds
     assert "preStop" not in container.get("lifecycle", {}), "the gateway's drain delay replaces it"
+
+
+def test_the_purge_runs_as_a_scheduled_job_of_the_gateway_image_against_the_gateways_store_and_model() -> None:
+    cronjob = by_kind("CronJob")["gateway-purge"]
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    [container] = pod["containers"]
+    [gateway] = by_kind("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    gateway_env = {item["name"]: item for item in gateway["env"]}
+
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert container["image"] == gateway["image"]
+    assert container["args"][:2] == ["purge", "--keep"]
+    assert int(container["args"][2]) >= 0
+    for name in ("GATEWAY__STORE__URL", "GATEWAY__STORE__API_KEY_FILE", "GATEWAY__MODEL__URL"):
+        assert env[name] == gateway_env[name], name
+    assert container["volumeMounts"] == gateway["volumeMounts"]
+    assert pod["volumes"] == by_kind("Deployment")["gateway"]["spec"]["template"]["spec"]["volumes"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False

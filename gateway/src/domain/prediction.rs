@@ -12,9 +12,12 @@ use super::DataId;
 pub struct ModelInfo {
     /// Model name, first part of the cache key.
     pub name: String,
-    /// Model version, second part of the cache key: a new version never sees old predictions.
+    /// Model version label, second part of the cache key. Labels get reused (retrain in
+    /// place, rollback), so the label alone does not identify the artifact.
     pub version: String,
-    /// Training run that produced this version (for tracing a prediction to its training).
+    /// Training run that produced this artifact, third part of the cache key: the identity
+    /// of the trained model, so a retrained model under the same label never sees the old
+    /// run's predictions.
     pub run_id: String,
 }
 
@@ -48,13 +51,16 @@ pub struct StoredPrediction {
     pub span_id: String,
 }
 
-/// The cache key: a prediction is only ever served for the same model name and version.
+/// The cache key (SPEC "Cache semantics"): a prediction is only ever served for the same
+/// model name, version label and training run that computed it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PredictionKey {
     /// Model name.
     pub model_name: String,
-    /// Model version.
+    /// Model version label.
     pub model_version: String,
+    /// Training run id of the model artifact.
+    pub run_id: String,
     /// The row.
     pub data_id: DataId,
 }
@@ -65,8 +71,16 @@ impl PredictionKey {
         Self {
             model_name: model.name.clone(),
             model_version: model.version.clone(),
+            run_id: model.run_id.clone(),
             data_id,
         }
+    }
+
+    /// Whether `model` is the model of this key (name, version label and run).
+    pub fn is_of(&self, model: &ModelInfo) -> bool {
+        self.model_name == model.name
+            && self.model_version == model.version
+            && self.run_id == model.run_id
     }
 }
 

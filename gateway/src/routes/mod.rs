@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::routing::{get, post};
 
 use crate::configuration::ServerSettings;
+use crate::domain::{CACHE_IDENTIFIER, CacheStatus, RequestDirectives};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::middleware;
@@ -70,4 +72,27 @@ async fn route_not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// The `Cache-Status` response header (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// The request directives of every `Cache-Control` field line of a request (RFC 9111
+/// section 5.2; RFC 9110 section 5.3 makes several lines one list).
+fn request_directives(headers: &HeaderMap) -> RequestDirectives {
+    RequestDirectives::parse(
+        headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+}
+
+/// The `Cache-Status` header of `status`.
+pub(crate) fn cache_status_header(status: &CacheStatus) -> [(HeaderName, HeaderValue); 1] {
+    // The value holds a token, tokens and integers only, so it is always a valid header
+    // value; the bare identifier is the unreachable fallback that keeps this panic-free.
+    let value = HeaderValue::from_str(&status.to_string())
+        .unwrap_or(HeaderValue::from_static(CACHE_IDENTIFIER));
+    [(CACHE_STATUS, value)]
 }

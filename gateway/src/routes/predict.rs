@@ -1,12 +1,14 @@
-//! `POST /v1/predict`: the cached prediction of one data id, or a computed one.
+//! `POST /v1/predict`: the cached prediction of one data id, or a computed one, as the
+//! request's `Cache-Control` allows; the answer says how in `Cache-Status`.
 
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::{AppState, cache_status_header, request_directives};
 use crate::domain::{CacheResult, DataId, ModelInfo, Prediction};
 use crate::error::{ApiError, current_trace_id};
 use crate::prediction_service::Outcome;
@@ -49,16 +51,21 @@ impl From<Outcome> for PredictionResponse {
     }
 }
 
-/// Serves the prediction of one data id.
+/// Serves the prediction of one data id, honouring the request's `Cache-Control`
+/// directives and answering with `Cache-Status`.
 pub async fn predict(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
-) -> Result<Json<PredictionResponse>, ApiError> {
+) -> Result<([(HeaderName, HeaderValue); 1], Json<PredictionResponse>), ApiError> {
     // An object first: serde would otherwise read `["id"]` as a `PredictRequest`.
     let Json(object) = body?;
     let request: PredictRequest = serde_json::from_value(object.into())
         .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))?;
     let data_id = DataId::parse(&request.data_id)?;
-    let outcome = state.predictions.predict(data_id).await?;
-    Ok(Json(outcome.into()))
+    let outcome = state
+        .predictions
+        .predict(data_id, request_directives(&headers))
+        .await?;
+    Ok((cache_status_header(&outcome.status), Json(outcome.into())))
 }

@@ -1,12 +1,14 @@
-//! `POST /v1/predict/batch`: the predictions of up to `max_batch_size` ids in one request.
+//! `POST /v1/predict/batch`: the predictions of up to `max_batch_size` ids in one request,
+//! as the request's `Cache-Control` allows; one `Cache-Status` for the batch.
 
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::{AppState, cache_status_header, request_directives};
 use crate::domain::{CacheResult, DataId, ModelInfo, Prediction};
 use crate::error::{ApiError, current_trace_id};
 
@@ -56,11 +58,14 @@ pub struct BatchResponse {
     pub trace_id: String,
 }
 
-/// Serves the predictions of several ids.
+/// Serves the predictions of several ids, honouring the request's `Cache-Control`
+/// directives for every id; `Cache-Status` describes the batch (see
+/// [`crate::prediction_service::BatchOutcome::status`]), each item's `cache` the item.
 pub async fn predict_batch(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
-) -> Result<Json<BatchResponse>, ApiError> {
+) -> Result<([(HeaderName, HeaderValue); 1], Json<BatchResponse>), ApiError> {
     let Json(object) = body?;
     let request: BatchRequest = serde_json::from_value(object.into())
         .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))?;
@@ -79,8 +84,12 @@ pub async fn predict_batch(
             DataId::parse(raw).map_err(|error| ApiError::InvalidBatchDataId { index, error })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let outcome = state.predictions.predict_batch(data_ids).await?;
-    Ok(Json(BatchResponse {
+    let outcome = state
+        .predictions
+        .predict_batch(data_ids, request_directives(&headers))
+        .await?;
+    let cache_status = cache_status_header(&outcome.status);
+    let response = Json(BatchResponse {
         predictions: outcome
             .items
             .into_iter()
@@ -110,5 +119,6 @@ pub async fn predict_batch(
             })
             .collect(),
         trace_id: current_trace_id(),
-    }))
+    });
+    Ok((cache_status, response))
 }

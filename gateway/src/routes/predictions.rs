@@ -3,30 +3,27 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::AppState;
 use super::predict::PredictionResponse;
-use crate::domain::{CacheResult, DataId};
+use super::{AppState, cache_status_header, request_directives};
+use crate::domain::DataId;
 use crate::error::ApiError;
-use crate::prediction_service::Outcome;
 
-/// Reads the stored prediction of one data id.
+/// Reads the stored prediction of one data id: `Cache-Status: inference-gateway; hit`, or
+/// 404 `prediction_not_found` with `detail=not-cached`. The request is `only-if-cached` by
+/// nature; its `max-age` (and `no-cache`, which no stored prediction satisfies) apply.
 pub async fn get_prediction(
     State(state): State<AppState>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<PredictionResponse>, ApiError> {
+) -> Result<([(HeaderName, HeaderValue); 1], Json<PredictionResponse>), ApiError> {
     let Path(raw) = path?;
     let data_id = DataId::parse(&raw)?;
-    let stored = state
+    let outcome = state
         .predictions
-        .stored(data_id)
+        .stored(data_id, request_directives(&headers))
         .await?
         .ok_or(ApiError::PredictionNotFound)?;
-    Ok(Json(
-        Outcome {
-            prediction: stored,
-            cache: CacheResult::Hit,
-        }
-        .into(),
-    ))
+    Ok((cache_status_header(&outcome.status), Json(outcome.into())))
 }

@@ -52,11 +52,18 @@ const NDJSON: HeaderValue = HeaderValue::from_static("application/x-ndjson");
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
 
-/// The document id of `key`: hex SHA-256 of its length-prefixed parts. 64 characters
-/// from `[0-9a-f]`, whatever the data id holds; the raw id is kept in the document.
+/// The document id of `key`: hex SHA-256 of its length-prefixed parts (model name,
+/// version label, run id, data id). 64 characters from `[0-9a-f]`, whatever the data id
+/// holds; the raw id is kept in the document. The run id is part of it so a retrained
+/// model under a reused label writes beside the old run's predictions, never over them.
 pub fn document_id(key: &PredictionKey) -> String {
     let mut hash = Sha256::new();
-    for part in [&key.model_name, &key.model_version, key.data_id.as_str()] {
+    for part in [
+        &key.model_name,
+        &key.model_version,
+        &key.run_id,
+        key.data_id.as_str(),
+    ] {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part.as_bytes());
     }
@@ -118,6 +125,8 @@ struct Operations {
     bulk: Operation,
     create_index: Operation,
     alias_exists: Operation,
+    search: Operation,
+    delete_by_query: Operation,
 }
 
 /// The stored document. Field names follow the index mapping in [`ElasticsearchStore::mapping`].
@@ -268,6 +277,13 @@ impl ElasticsearchStore {
                 format!("/{}", utf8_percent_encode(&index, SEGMENT)),
             ),
             alias_exists: operation("indices.exists", alias_name, format!("/{alias}")),
+            search: operation("search", alias_name, format!("/{alias}/_search")),
+            // Conflicts with concurrent writes are skipped; refreshed so a count after it is right.
+            delete_by_query: operation(
+                "delete_by_query",
+                alias_name,
+                format!("/{alias}/_delete_by_query?conflicts=proceed&refresh=true"),
+            ),
         };
         let document_base = url::Url::parse(&format!("{base}{document_path}"))
             .map_err(|e| StoreError::Unreachable(format!("invalid store URL: {e}")))?;
@@ -579,11 +595,9 @@ impl Document {
     fn into_prediction(self, key: &PredictionKey) -> Result<StoredPrediction, StoreError> {
         let data_id = DataId::parse(&self.data_id)
             .map_err(|e| StoreError::Decode(format!("stored data_id: {e}")))?;
-        // The hash is the key; a document whose fields disagree with it is not ours.
-        if data_id != key.data_id
-            || self.model.name != key.model_name
-            || self.model.version != key.model_version
-        {
+        // The hash is the key; a document whose fields disagree with it (another run's
+        // prediction included) is not ours.
+        if data_id != key.data_id || !key.is_of(&self.model) {
             return Err(StoreError::Decode(format!(
                 "document {} does not hold the prediction of its key",
                 document_id(key)
@@ -765,6 +779,73 @@ impl PredictionStore for ElasticsearchStore {
     }
 }
 
+/// Retention (`gateway purge`): which runs hold predictions, and deleting the others'.
+impl ElasticsearchStore {
+    /// Up to `limit` run ids holding predictions, the most recent first: ordered by their
+    /// newest `created_at` (one `_search` with a terms aggregation on `model.run_id`).
+    /// Predictions written in the last refresh interval (1 s) may not be counted yet.
+    pub async fn recent_runs(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let body = json!({
+            "size": 0,
+            "aggs": {"runs": {
+                "terms": {"field": "model.run_id", "size": limit.max(1), "order": {"newest": "desc"}},
+                "aggs": {"newest": {"max": {"field": "created_at"}}}
+            }}
+        });
+        let op = &self.operations.search;
+        let call = Call {
+            method: Method::POST,
+            url: op.url.clone(),
+            body: Some(json_payload(&body)?),
+            document: None,
+            batch_size: None,
+        };
+        let answer = self.call(op, call).await?;
+        if answer.status != 200 {
+            return Err(status_error(answer.status, &answer.body));
+        }
+        let response: serde_json::Value =
+            serde_json::from_slice(&answer.body).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let buckets = response["aggregations"]["runs"]["buckets"]
+            .as_array()
+            .ok_or_else(|| StoreError::Decode("no run aggregation in the answer".into()))?;
+        Ok(buckets
+            .iter()
+            .filter_map(|bucket| bucket["key"].as_str().map(str::to_owned))
+            .take(limit)
+            .collect())
+    }
+
+    /// Deletes every prediction whose run is not in `keep` (one `_delete_by_query`,
+    /// refreshed after, version conflicts with concurrent writes skipped); the number deleted.
+    pub async fn delete_runs_except(&self, keep: &[String]) -> Result<u64, StoreError> {
+        let body = json!({"query": {"bool": {"must_not": {"terms": {"model.run_id": keep}}}}});
+        let op = &self.operations.delete_by_query;
+        let call = Call {
+            method: Method::POST,
+            url: op.url.clone(),
+            body: Some(json_payload(&body)?),
+            document: None,
+            batch_size: None,
+        };
+        let answer = self.call(op, call).await?;
+        if answer.status != 200 {
+            return Err(status_error(answer.status, &answer.body));
+        }
+        let response: serde_json::Value =
+            serde_json::from_slice(&answer.body).map_err(|e| StoreError::Decode(e.to_string()))?;
+        if response["failures"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+        {
+            return Err(status_error(answer.status, &answer.body));
+        }
+        response["deleted"]
+            .as_u64()
+            .ok_or_else(|| StoreError::Decode("no deleted count in the answer".into()))
+    }
+}
+
 fn status_error(status: u16, body: &[u8]) -> StoreError {
     let text = String::from_utf8_lossy(body);
     StoreError::Status {
@@ -786,6 +867,7 @@ mod tests {
         PredictionKey {
             model_name: "iris".into(),
             model_version: "3".into(),
+            run_id: "run-a".into(),
             data_id: DataId::parse(data_id).unwrap(),
         }
     }
@@ -913,15 +995,48 @@ mod tests {
     }
 
     #[test]
+    fn document_ids_differ_by_run_under_one_version_label() {
+        let mut retrained = key("1");
+        retrained.run_id = "run-b".into();
+        assert_ne!(document_id(&key("1")), document_id(&retrained));
+    }
+
+    #[test]
+    fn a_document_of_another_run_is_not_read_as_the_keys_prediction() {
+        let document = Document {
+            data_id: "1".into(),
+            model: ModelInfo {
+                name: "iris".into(),
+                version: "3".into(),
+                run_id: "run-b".into(),
+            },
+            prediction: Prediction {
+                label: "a".into(),
+                probabilities: Default::default(),
+                score: None,
+            },
+            created_at: Utc::now(),
+            trace: IdField { id: "0".repeat(32) },
+            span: IdField { id: "0".repeat(16) },
+        };
+        assert!(matches!(
+            document.into_prediction(&key("1")),
+            Err(StoreError::Decode(_))
+        ));
+    }
+
+    #[test]
     fn length_prefixes_keep_keys_apart_that_concatenate_alike() {
         let a = PredictionKey {
             model_name: "ab".into(),
             model_version: "c".into(),
+            run_id: "r".into(),
             data_id: DataId::parse("d").unwrap(),
         };
         let b = PredictionKey {
             model_name: "a".into(),
             model_version: "bc".into(),
+            run_id: "r".into(),
             data_id: DataId::parse("d").unwrap(),
         };
         assert_ne!(document_id(&a), document_id(&b));

@@ -138,6 +138,30 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `POST /v1/predict` with one `Cache-Control` field line per entry of `cache_control`.
+    pub async fn predict_with(&self, data_id: &str, cache_control: &[&str]) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/predict", self.base))
+            .json(&json!({ "data_id": data_id }));
+        for line in cache_control {
+            request = request.header("cache-control", *line);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// `POST /v1/predict/batch` with one `Cache-Control` field line per entry.
+    pub async fn batch_with(&self, data_ids: &[&str], cache_control: &[&str]) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/predict/batch", self.base))
+            .json(&json!({ "data_ids": data_ids }));
+        for line in cache_control {
+            request = request.header("cache-control", *line);
+        }
+        request.send().await.expect("request sent")
+    }
+
     /// `POST /v1/predict` with a raw body and content type.
     pub async fn post_raw(&self, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {
         let mut request = self
@@ -311,6 +335,8 @@ pub struct MockModelService {
 struct MockState {
     answer: Mutex<MockAnswer>,
     version: Mutex<String>,
+    /// The run id served, when set apart from the version (a retrain under the same label).
+    run_id: Mutex<Option<String>>,
     predict_calls: AtomicUsize,
     batch_calls: AtomicUsize,
     /// Delay before each prediction, so concurrent requests overlap.
@@ -328,6 +354,7 @@ impl MockModelService {
         let state = Arc::new(MockState {
             answer: Mutex::new(answer),
             version: Mutex::new("1".into()),
+            run_id: Mutex::new(None),
             predict_calls: AtomicUsize::new(0),
             batch_calls: AtomicUsize::new(0),
             delay,
@@ -364,6 +391,11 @@ impl MockModelService {
         *self.state.version.lock().unwrap() = version.to_owned();
     }
 
+    /// Serves another training run under the same version label (a retrain in place).
+    pub fn set_run_id(&self, run_id: &str) {
+        *self.state.run_id.lock().unwrap() = Some(run_id.to_owned());
+    }
+
     /// The gateway's view of this mock.
     pub fn backend(&self) -> ModelBackend {
         ModelBackend::Mock(self.url.clone())
@@ -372,7 +404,9 @@ impl MockModelService {
 
 fn model_info(state: &MockState) -> Value {
     let version = state.version.lock().unwrap().clone();
-    json!({"name": "iris-classifier", "version": version, "run_id": format!("run-{version}")})
+    let run_id = state.run_id.lock().unwrap().clone();
+    let run_id = run_id.unwrap_or_else(|| format!("run-{version}"));
+    json!({"name": "iris-classifier", "version": version, "run_id": run_id})
 }
 
 async fn mock_model(State(state): State<Arc<MockState>>) -> Json<Value> {

@@ -1,5 +1,6 @@
 //! API tests: the real router on port 0, in process, through `helpers::spawn_app`.
 
+mod cache_controls;
 mod cancellation;
 mod connections;
 mod health;

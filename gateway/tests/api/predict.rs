@@ -36,6 +36,7 @@ async fn the_stored_prediction_records_the_trace_that_computed_it() {
     let key = gateway::domain::PredictionKey {
         model_name: "iris-classifier".into(),
         model_version: "1".into(),
+        run_id: "run-1".into(),
         data_id: gateway::domain::DataId::parse("row-2").unwrap(),
     };
     let stored = app.store.stored(&key).await.expect("stored");
@@ -419,6 +420,7 @@ async fn a_write_the_store_refused_is_retried_until_the_store_takes_it() {
     let key = gateway::domain::PredictionKey {
         model_name: "iris-classifier".into(),
         model_version: "1".into(),
+        run_id: "run-1".into(),
         data_id: gateway::domain::DataId::parse("row-later").unwrap(),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
