@@ -30,7 +30,7 @@ provision:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	venv=$(VENV); "$$venv/bin/ruff" check model-service tests deploy; "$$venv/bin/ruff" format --check model-service tests deploy
+	venv=$(VENV); "$$venv/bin/ruff" check model-service tests deploy bench; "$$venv/bin/ruff" format --check model-service tests deploy bench
 
 test-rust:
 	cargo test --workspace --locked
