@@ -133,9 +133,7 @@ def retrain_in_place(model: RunningModelService, version: str, trained: Path) ->
     folder = model.model_dir / version
     shutil.rmtree(folder)
     shutil.copytree(trained / "model-service" / "models" / version, folder)
-    response = requests.post(f"{model.url}/admin/model", json={"version": version}, timeout=60)
-    response.raise_for_status()
-    return response.json()
+    return model.switch_model(version)
 
 
 def test_a_retrained_model_under_the_same_label_never_answers_with_the_old_runs_predictions(
@@ -339,13 +337,14 @@ def test_purge_deletes_exactly_the_predictions_of_runs_not_kept(
     )
     try:
         # Three runs, oldest first: the shared v1, the first folder's v2, the second's v2.
-        oldest = requests.post(f"{first.url}/admin/model", json={"version": "v1"}, timeout=60).json()
+        oldest = first.switch_model("v1")
+        probe = fresh_id()
         poll_until(
-            lambda: gateway.stored(fresh_id()).status_code == 404 and live_run(gateway) == oldest["run_id"],
+            lambda: gateway.stored(probe).status_code == 404 and live_run(gateway) == oldest["run_id"],
             "the gateway to serve v1",
         )
         batch(gateway, [fresh_id(), fresh_id()])
-        middle = requests.post(f"{first.url}/admin/model", json={}, timeout=60).json()
+        middle = first.switch_model()
         poll_until(lambda: live_run(gateway) == middle["run_id"], "the gateway to serve the first v2")
         batch(gateway, [fresh_id(), fresh_id()])
         newest = second.model()
