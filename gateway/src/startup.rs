@@ -290,3 +290,35 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unusable_urls_are_reported_as_invalid_settings() {
+        let mut store = Settings::default();
+        store.store.url = Some("http://[::1:9200".into());
+        let mut model = Settings::default();
+        model.server.port = 0;
+        model.model.url = "model service".into();
+
+        let store = Application::build(store).await.err();
+        let model = Application::build(model).await.err();
+
+        assert!(
+            matches!(
+                store,
+                Some(StartupError::StoreSettings(StoreError::InvalidUrl(_)))
+            ),
+            "store: {store:?}"
+        );
+        assert!(
+            matches!(
+                model,
+                Some(StartupError::ModelSettings(ModelClientError::InvalidUrl(_)))
+            ),
+            "model: {model:?}"
+        );
+    }
+}
