@@ -120,12 +120,14 @@ impl ApiError {
             Self::Model(ModelClientError::UnknownDataId) => {
                 (StatusCode::NOT_FOUND, "unknown_data_id", None)
             }
-            Self::Model(ModelClientError::Unavailable(_)) => (
+            Self::Model(
+                ModelClientError::Unreachable(_) | ModelClientError::ServiceUnavailable,
+            ) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "model_unavailable",
                 Some(5),
             ),
-            Self::Model(ModelClientError::Timeout) => {
+            Self::Model(ModelClientError::Timeout(_)) => {
                 (StatusCode::GATEWAY_TIMEOUT, "model_timeout", None)
             }
             Self::Model(ModelClientError::CircuitOpen { retry_after_secs }) => (
@@ -133,8 +135,16 @@ impl ApiError {
                 "model_unavailable",
                 Some(*retry_after_secs),
             ),
-            Self::Model(ModelClientError::BadAnswer(_)) => {
-                (StatusCode::BAD_GATEWAY, "model_bad_answer", None)
+            Self::Model(
+                ModelClientError::Request(_)
+                | ModelClientError::UnreadableBody(_)
+                | ModelClientError::Undecodable { .. }
+                | ModelClientError::UnexpectedStatus { .. }
+                | ModelClientError::UnaskedDataId { .. },
+            ) => (StatusCode::BAD_GATEWAY, "model_bad_answer", None),
+            // Construction errors stop start-up; one here would be a bug.
+            Self::Model(ModelClientError::InvalidUrl(_) | ModelClientError::HttpClient(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
             }
             Self::Store(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -167,9 +177,16 @@ impl ApiError {
                 "no stored prediction satisfies this request, and only-if-cached forbids computing one"
             }
             Self::Model(
-                ModelClientError::Unavailable(_) | ModelClientError::CircuitOpen { .. },
+                ModelClientError::Unreachable(_)
+                | ModelClientError::ServiceUnavailable
+                | ModelClientError::CircuitOpen { .. },
             ) => "the model service is unavailable; retry later",
-            Self::Model(ModelClientError::Timeout) => "the model service did not answer in time",
+            Self::Model(ModelClientError::Timeout(_)) => {
+                "the model service did not answer in time"
+            }
+            Self::Model(ModelClientError::InvalidUrl(_) | ModelClientError::HttpClient(_)) => {
+                "internal error; quote the trace_id when reporting it"
+            }
             Self::Model(_) => "the model service gave an answer the gateway cannot use",
             Self::Store(_) => "the prediction store is unavailable; retry later",
             _ => "internal error; quote the trace_id when reporting it",
@@ -241,6 +258,25 @@ impl ApiError {
     /// record a plain log. The log line therefore carries no `exception.*` attribute,
     /// so no backend counts the failure twice.
     fn record_failure(&self, code: &'static str) {
+        let (exception_type, stacktrace) = self.exception();
+        tracing::Span::current().add_event(
+            "exception",
+            vec![
+                KeyValue::new(EXCEPTION_TYPE, exception_type),
+                KeyValue::new(EXCEPTION_MESSAGE, self.to_string()),
+                KeyValue::new(EXCEPTION_STACKTRACE, stacktrace.clone()),
+            ],
+        );
+        tracing::error!(
+            error.code = code,
+            "request failed: {}",
+            stacktrace.replace('\n', "; ")
+        );
+    }
+
+    /// `exception.type` and `exception.stacktrace`: this error, then one `caused by:`
+    /// line per error of its `source()` chain, down to the transport or serde error.
+    fn exception(&self) -> (String, String) {
         let own_type = type_and_variant(self);
         let mut stacktrace = format!("{own_type}: {self}");
         let mut exception_type = own_type;
@@ -255,19 +291,7 @@ impl ApiError {
             stacktrace.push_str(&format!("\ncaused by: {cause}"));
             source = cause.source();
         }
-        tracing::Span::current().add_event(
-            "exception",
-            vec![
-                KeyValue::new(EXCEPTION_TYPE, exception_type),
-                KeyValue::new(EXCEPTION_MESSAGE, self.to_string()),
-                KeyValue::new(EXCEPTION_STACKTRACE, stacktrace.clone()),
-            ],
-        );
-        tracing::error!(
-            error.code = code,
-            "request failed: {}",
-            stacktrace.replace('\n', "; ")
-        );
+        (exception_type, stacktrace)
     }
 }
 
@@ -322,15 +346,37 @@ mod tests {
 
     #[test]
     fn the_exception_type_names_the_innermost_error_variant() {
-        let error = ApiError::Model(ModelClientError::BadAnswer("answered 500".into()));
+        let error = ApiError::Model(ModelClientError::UnexpectedStatus {
+            status: 500,
+            body: "Internal Server Error".into(),
+        });
         let (cause_type, _) = error.cause().unwrap();
         assert_eq!(
             cause_type,
-            "gateway::model_client::ModelClientError::BadAnswer"
+            "gateway::model_client::ModelClientError::UnexpectedStatus"
         );
         assert_eq!(
             type_and_variant(&ApiError::Overloaded),
             "gateway::error::ApiError::Overloaded"
         );
+    }
+
+    #[tokio::test]
+    async fn a_model_timeout_is_recorded_down_to_the_transport_error() {
+        let timeout = crate::model_client::tests::timed_out_request().await;
+        let error = ApiError::Model(ModelClientError::Timeout(std::sync::Arc::new(timeout)));
+
+        let (exception_type, stacktrace) = error.exception();
+
+        assert_eq!(
+            exception_type,
+            "gateway::model_client::ModelClientError::Timeout"
+        );
+        // The model client's error, then reqwest's, then what reqwest says timed out.
+        assert!(
+            stacktrace.matches("\ncaused by: ").count() >= 2,
+            "{stacktrace}"
+        );
+        assert!(stacktrace.contains("timed out"), "{stacktrace}");
     }
 }

@@ -21,27 +21,68 @@ use crate::domain::{DataId, ModelInfo, Prediction};
 use crate::metrics::Metrics;
 use crate::telemetry;
 
-/// Why a model call failed.
+/// Why a model call failed, or the client could not be built.
+///
+/// Sources are behind `Arc` so the error stays `Clone`: every request coalesced onto one
+/// model call gets the same result. Messages name what happened; the source says why.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ModelClientError {
-    /// Not reachable (connection refused, reset) or answered 503.
-    #[error("the model service is unavailable: {0}")]
-    Unavailable(String),
+    /// The configured model URL does not parse or cannot be a base for the API's paths
+    /// (construction only; start-up reports it as invalid settings).
+    #[error("the model service URL is invalid")]
+    InvalidUrl(#[source] url::ParseError),
+    /// The HTTP client could not be built, e.g. no TLS backend (construction only).
+    #[error("the HTTP client of the model service cannot be built")]
+    HttpClient(#[source] Arc<reqwest::Error>),
+    /// Not reached: the connection was refused or reset, or the name did not resolve.
+    #[error("the model service cannot be reached")]
+    Unreachable(#[source] Arc<reqwest::Error>),
+    /// Reached, and it answered 503: it is starting, stopping or shedding load.
+    #[error("the model service answered 503 (unavailable)")]
+    ServiceUnavailable,
     /// Not called: the circuit breaker is open after repeated failures.
     #[error("the model service is failing; calls are refused for {retry_after_secs} s")]
     CircuitOpen {
         /// Seconds until a trial call is let through.
         retry_after_secs: u64,
     },
-    /// No answer within the model timeout.
+    /// No complete answer within the model timeout (connecting, waiting or reading).
     #[error("the model service did not answer in time")]
-    Timeout,
+    Timeout(#[source] Arc<reqwest::Error>),
     /// The model service does not know the data id (404).
     #[error("the model service does not know this data id")]
     UnknownDataId,
-    /// An answer the gateway cannot use: a server error, an unexpected status, a bad body.
-    #[error("the model service gave a bad answer: {0}")]
-    BadAnswer(String),
+    /// The request failed for a reason other than the network or the clock, e.g. too
+    /// many redirects.
+    #[error("the request to the model service failed")]
+    Request(#[source] Arc<reqwest::Error>),
+    /// The answer's body could not be read to its end (the connection broke mid-body).
+    #[error("the model service's answer could not be read")]
+    UnreadableBody(#[source] Arc<reqwest::Error>),
+    /// A 2xx answer whose body is not the expected JSON.
+    #[error("the model service's {status} answer could not be decoded")]
+    Undecodable {
+        /// The answer's HTTP status.
+        status: u16,
+        /// What serde found wrong.
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    /// An answer with a status the API does not give for this call (a 500, a 404 on a
+    /// path other than `/predict`).
+    #[error("the model service answered {status}: {body}")]
+    UnexpectedStatus {
+        /// The answer's HTTP status.
+        status: u16,
+        /// The start of the answer's body (200 bytes at most), for the logs.
+        body: String,
+    },
+    /// A well-formed answer for a data id the request did not ask for.
+    #[error("the model service answered for {data_id}, which was not asked for")]
+    UnaskedDataId {
+        /// The data id in the answer.
+        data_id: String,
+    },
 }
 
 /// A prediction as the model service returned it.
@@ -92,13 +133,19 @@ pub struct ModelClient {
 impl ModelClient {
     /// A client for `settings.url` with the settings' timeouts.
     pub fn new(settings: &ModelSettings, metrics: Metrics) -> Result<Self, ModelClientError> {
-        let base = url::Url::parse(&settings.url)
-            .map_err(|e| ModelClientError::Unavailable(format!("invalid model URL: {e}")))?;
+        let base = url::Url::parse(&settings.url).map_err(ModelClientError::InvalidUrl)?;
+        // A URL such as `mailto:x` parses but no path joins onto it: refused here rather
+        // than failing every call.
+        if base.cannot_be_a_base() {
+            return Err(ModelClientError::InvalidUrl(
+                url::ParseError::RelativeUrlWithCannotBeABaseBase,
+            ));
+        }
         let http = reqwest::Client::builder()
             .timeout(settings.timeout())
             .connect_timeout(settings.connect_timeout())
             .build()
-            .map_err(|e| ModelClientError::Unavailable(format!("cannot build client: {e}")))?;
+            .map_err(|e| ModelClientError::HttpClient(Arc::new(e)))?;
         let breaker = CircuitBreaker::new(settings.breaker_threshold, settings.breaker_cool_down());
         Ok(Self {
             http,
@@ -115,10 +162,9 @@ impl ModelClient {
             .guarded(self.call(reqwest::Method::POST, "/predict", Some(body)))
             .await?;
         if answer.data_id != data_id.as_str() {
-            return Err(ModelClientError::BadAnswer(format!(
-                "asked for {data_id}, answered for {}",
-                answer.data_id
-            )));
+            return Err(ModelClientError::UnaskedDataId {
+                data_id: answer.data_id,
+            });
         }
         Ok(answer)
     }
@@ -141,9 +187,9 @@ impl ModelClient {
             .chain(answer.not_found.iter().map(String::as_str));
         for id in answered {
             if !asked.contains(id) {
-                return Err(ModelClientError::BadAnswer(format!(
-                    "answered for {id}, which was not asked for"
-                )));
+                return Err(ModelClientError::UnaskedDataId {
+                    data_id: id.to_owned(),
+                });
             }
         }
         Ok(answer)
@@ -176,9 +222,11 @@ impl ModelClient {
             })?;
         let result = call.await;
         permit.report(match &result {
-            Err(ModelClientError::Unavailable(_) | ModelClientError::Timeout) => {
-                CallOutcome::Unreachable
-            }
+            Err(
+                ModelClientError::Unreachable(_)
+                | ModelClientError::ServiceUnavailable
+                | ModelClientError::Timeout(_),
+            ) => CallOutcome::Unreachable,
             _ => CallOutcome::Reached,
         });
         result
@@ -193,7 +241,7 @@ impl ModelClient {
         let url = self
             .base
             .join(path)
-            .map_err(|e| ModelClientError::Unavailable(e.to_string()))?;
+            .expect("new() accepts only base URLs, onto which an absolute path joins");
         let server_address = url.host_str().unwrap_or_default().to_owned();
         let server_port = i64::from(url.port_or_known_default().unwrap_or_default());
         let span = tracing::info_span!(
@@ -215,9 +263,15 @@ impl ModelClient {
         }
         let started = Instant::now();
         let outcome = async {
-            let response = request.send().await.map_err(classify)?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| classify(e, ModelClientError::Request))?;
             let status = response.status().as_u16();
-            let bytes = response.bytes().await.map_err(classify)?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| classify(e, ModelClientError::UnreadableBody))?;
             Ok::<_, ModelClientError>((status, bytes))
         }
         .instrument(span.clone())
@@ -232,15 +286,18 @@ impl ModelClient {
                 span.set_attribute(HTTP_RESPONSE_STATUS_CODE, i64::from(status));
                 attributes.push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
                 let result = match status {
-                    200..=299 => serde_json::from_slice(&bytes).map_err(|e| {
-                        ModelClientError::BadAnswer(format!("undecodable {status} answer: {e}"))
-                    }),
+                    200..=299 => {
+                        serde_json::from_slice(&bytes).map_err(|e| ModelClientError::Undecodable {
+                            status,
+                            source: Arc::new(e),
+                        })
+                    }
                     404 if path == "/predict" => Err(ModelClientError::UnknownDataId),
-                    503 => Err(ModelClientError::Unavailable("answered 503".into())),
-                    _ => Err(ModelClientError::BadAnswer(format!(
-                        "answered {status}: {}",
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                    ))),
+                    503 => Err(ModelClientError::ServiceUnavailable),
+                    _ => Err(ModelClientError::UnexpectedStatus {
+                        status,
+                        body: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+                    }),
                 };
                 // A 4xx or 5xx answer is the error, named by its status (conventions); an
                 // unusable 2xx answer by what went wrong.
@@ -285,33 +342,78 @@ fn strip_credentials(url: &mut url::Url) {
     let _ = url.set_password(None);
 }
 
-fn classify(mut error: reqwest::Error) -> ModelClientError {
+/// Names a transport error by what happened; `otherwise` names the rest by the stage
+/// it happened in (sending the request, reading the body).
+fn classify(
+    mut error: reqwest::Error,
+    otherwise: fn(Arc<reqwest::Error>) -> ModelClientError,
+) -> ModelClientError {
     // reqwest names the URL in its messages, which end up in logs and exception events.
     if let Some(url) = error.url_mut() {
         strip_credentials(url);
     }
     if error.is_timeout() {
-        ModelClientError::Timeout
+        ModelClientError::Timeout(Arc::new(error))
     } else if error.is_connect() || error.is_request() {
-        ModelClientError::Unavailable(error.to_string())
+        ModelClientError::Unreachable(Arc::new(error))
     } else {
-        ModelClientError::BadAnswer(error.to_string())
+        otherwise(Arc::new(error))
     }
 }
 
+/// `error.type` of a failed call that got no usable status (the values the README lists).
 fn error_type(error: &ModelClientError) -> &'static str {
     match error {
-        ModelClientError::Unavailable(_) => "unavailable",
-        ModelClientError::Timeout => "timeout",
+        ModelClientError::Unreachable(_) | ModelClientError::ServiceUnavailable => "unavailable",
+        ModelClientError::Timeout(_) => "timeout",
         ModelClientError::CircuitOpen { .. } => "circuit_open",
         ModelClientError::UnknownDataId => "404",
-        ModelClientError::BadAnswer(_) => "bad_answer",
+        ModelClientError::InvalidUrl(_)
+        | ModelClientError::HttpClient(_)
+        | ModelClientError::Request(_)
+        | ModelClientError::UnreadableBody(_)
+        | ModelClientError::Undecodable { .. }
+        | ModelClientError::UnexpectedStatus { .. }
+        | ModelClientError::UnaskedDataId { .. } => "bad_answer",
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+
     use super::*;
+    use crate::configuration::Settings;
+
+    /// A real reqwest timeout: a listener that completes the handshake, never answers.
+    pub(crate) async fn timed_out_request() -> reqwest::Error {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/model", silent.local_addr().unwrap());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        client.get(url).send().await.unwrap_err()
+    }
+
+    /// A stand-in model service answering every request with `status` and `body`.
+    async fn answering(status: StatusCode, body: &'static str) -> ModelClient {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = axum::Router::new().fallback(move || async move { (status, body) });
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        client_for(url).unwrap()
+    }
+
+    fn client_for(url: String) -> Result<ModelClient, ModelClientError> {
+        let settings = ModelSettings {
+            url,
+            ..Settings::default().model
+        };
+        ModelClient::new(&settings, Metrics::default())
+    }
 
     #[test]
     fn credentials_are_stripped_from_a_url_for_telemetry() {
@@ -320,5 +422,93 @@ mod tests {
             without_credentials(&url),
             "http://model.local:8001/predict?x=1"
         );
+    }
+
+    #[test]
+    fn a_model_url_that_cannot_address_the_api_is_invalid_not_unavailable() {
+        let cases = [
+            ("model service", "a relative URL"),
+            ("http://", "no host"),
+            ("http://model:99999", "a port out of range"),
+            ("mailto:model@example.com", "a URL no path joins onto"),
+        ];
+        for (url, description) in cases {
+            let error = client_for(url.into()).err();
+            assert!(
+                matches!(error, Some(ModelClientError::InvalidUrl(_))),
+                "{description}: {error:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_the_gateway_cannot_use_say_what_was_wrong_with_them() {
+        let model = answering(StatusCode::OK, "{\"name\": \"iris\"").await;
+        let error = model.model_info().await.unwrap_err();
+        let ModelClientError::Undecodable {
+            status: 200,
+            source,
+        } = &error
+        else {
+            panic!("not an undecodable 200: {error:?}");
+        };
+        assert!(source.is_eof(), "{source}");
+
+        let model = answering(StatusCode::INTERNAL_SERVER_ERROR, "model crashed").await;
+        let error = model.model_info().await.unwrap_err();
+        assert!(
+            matches!(&error, ModelClientError::UnexpectedStatus { status: 500, body } if body == "model crashed"),
+            "{error:?}"
+        );
+
+        let model = answering(StatusCode::SERVICE_UNAVAILABLE, "starting").await;
+        let error = model.model_info().await.unwrap_err();
+        assert!(
+            matches!(error, ModelClientError::ServiceUnavailable),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_for_another_data_id_names_that_id() {
+        let model = answering(
+            StatusCode::OK,
+            r#"{"data_id": "8", "prediction": {"label": "setosa"},
+                "model": {"name": "iris", "version": "3", "run_id": "r"}}"#,
+        )
+        .await;
+
+        let error = model
+            .predict(&DataId::parse("7").unwrap())
+            .await
+            .unwrap_err();
+
+        assert!(
+            matches!(&error, ModelClientError::UnaskedDataId { data_id } if data_id == "8"),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable_with_the_transport_error_as_source() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+
+        let error = client_for(url).unwrap().model_info().await.unwrap_err();
+
+        let ModelClientError::Unreachable(source) = &error else {
+            panic!("not unreachable: {error:?}");
+        };
+        assert!(source.is_connect(), "{source:?}");
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_request_is_a_timeout_whatever_its_stage() {
+        let timeout = timed_out_request().await;
+        assert!(matches!(
+            classify(timeout, ModelClientError::UnreadableBody),
+            ModelClientError::Timeout(_)
+        ));
     }
 }

@@ -180,7 +180,10 @@ impl PredictionService {
                 Ok(Some(_)) => (ForwardReason::Stale, false),
                 Ok(None) => (ForwardReason::Miss, false),
                 Err(error) => {
-                    tracing::warn!(error = %error, "store lookup failed; answering from the model");
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "store lookup failed; answering from the model"
+                    );
                     (ForwardReason::Miss, true)
                 }
             }
@@ -266,7 +269,10 @@ impl PredictionService {
             match self.store.get_many(&keys).await {
                 Ok(found) => (found, false),
                 Err(error) => {
-                    tracing::warn!(error = %error, "store multi-get failed; answering from the model");
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "store multi-get failed; answering from the model"
+                    );
                     (vec![None; keys.len()], true)
                 }
             }
@@ -316,7 +322,10 @@ impl PredictionService {
                     stored = batch.stored;
                 }
                 Err(error) => {
-                    tracing::warn!(error = %error, "cannot compute the batch's misses; serving its hits");
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "cannot compute the batch's misses; serving its hits"
+                    );
                     failure = Some(error);
                 }
             }
@@ -424,7 +433,10 @@ impl PredictionService {
             .await;
         match result {
             Ok(model) => self.set_live(model),
-            Err(error) => tracing::debug!(error = %error, "cannot refresh the live model"),
+            Err(error) => tracing::debug!(
+                error = &error as &dyn std::error::Error,
+                "cannot refresh the live model"
+            ),
         }
     }
 
@@ -627,7 +639,10 @@ impl PredictionService {
                 })
             }
             Err(error) => {
-                tracing::warn!(error = %error, "cannot store the prediction; queued for a retry");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "cannot store the prediction; queued for a retry"
+                );
                 self.write_behind.enqueue(store_key, stored.clone());
                 Ok(Computed {
                     prediction: stored,
@@ -678,7 +693,10 @@ impl PredictionService {
         let stored = if !store || writes.is_empty() {
             false
         } else if let Err(error) = self.store.put_many(&writes).await {
-            tracing::warn!(error = %error, "cannot store the batch's predictions; queued for a retry");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "cannot store the batch's predictions; queued for a retry"
+            );
             for (key, prediction) in writes {
                 self.write_behind.enqueue(key, prediction);
             }
@@ -751,16 +769,28 @@ fn store_summary(error: &StoreError) -> String {
         StoreError::Unreachable(_) => "unreachable".into(),
         StoreError::Status { status, .. } => format!("answered {status}"),
         StoreError::Decode(_) => "undecodable answer".into(),
+        StoreError::BulkItems { .. } => "bulk items failed".into(),
+        StoreError::Encode(_) => "unserializable request".into(),
+        StoreError::InvalidSettings(_) | StoreError::InvalidUrl(_) | StoreError::HttpClient(_) => {
+            "misconfigured".into()
+        }
     }
 }
 
 /// A short cause for readiness bodies: no addresses, no upstream text.
 fn model_summary(error: &ModelClientError) -> String {
     match error {
-        ModelClientError::Unavailable(_) => "unavailable".into(),
-        ModelClientError::Timeout => "timeout".into(),
+        ModelClientError::Unreachable(_) | ModelClientError::ServiceUnavailable => {
+            "unavailable".into()
+        }
+        ModelClientError::Timeout(_) => "timeout".into(),
         ModelClientError::CircuitOpen { .. } => "circuit open".into(),
         ModelClientError::UnknownDataId => "unexpected 404".into(),
-        ModelClientError::BadAnswer(_) => "bad answer".into(),
+        ModelClientError::InvalidUrl(_) | ModelClientError::HttpClient(_) => "misconfigured".into(),
+        ModelClientError::Request(_)
+        | ModelClientError::UnreadableBody(_)
+        | ModelClientError::Undecodable { .. }
+        | ModelClientError::UnexpectedStatus { .. }
+        | ModelClientError::UnaskedDataId { .. } => "bad answer".into(),
     }
 }

@@ -43,12 +43,40 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
-    /// The store could not be set up.
+    /// The store settings cannot be used: no URL, one that does not parse or is not
+    /// http(s), credentials that cannot be sent.
+    #[error("invalid store settings")]
+    StoreSettings(#[source] StoreError),
+    /// The store could not be set up: unreachable past the start-up deadline, or it
+    /// refused the index.
     #[error("cannot set up the prediction store")]
-    Store(#[from] StoreError),
-    /// The model client could not be built.
+    Store(#[source] StoreError),
+    /// The model settings cannot be used: a URL that does not parse or cannot be a base.
+    #[error("invalid model service settings")]
+    ModelSettings(#[source] ModelClientError),
+    /// The model client could not be built (no HTTP client).
     #[error("cannot set up the model client")]
-    Model(#[from] ModelClientError),
+    Model(#[source] ModelClientError),
+}
+
+impl From<StoreError> for StartupError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::InvalidSettings(_) | StoreError::InvalidUrl(_) => {
+                Self::StoreSettings(error)
+            }
+            error => Self::Store(error),
+        }
+    }
+}
+
+impl From<ModelClientError> for StartupError {
+    fn from(error: ModelClientError) -> Self {
+        match error {
+            ModelClientError::InvalidUrl(_) => Self::ModelSettings(error),
+            error => Self::Model(error),
+        }
+    }
 }
 
 /// A bound, ready-to-serve gateway.
@@ -196,8 +224,11 @@ async fn ensure_index(store: &ElasticsearchStore) -> Result<(), StoreError> {
     loop {
         match store.ensure_index().await {
             Ok(()) => break,
-            Err(StoreError::Unreachable(cause)) if Instant::now() < deadline => {
-                tracing::warn!(cause = %cause, "store not reachable yet; retrying");
+            Err(error @ StoreError::Unreachable(_)) if Instant::now() < deadline => {
+                tracing::warn!(
+                    cause = &error as &dyn std::error::Error,
+                    "store not reachable yet; retrying"
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
@@ -208,14 +239,17 @@ async fn ensure_index(store: &ElasticsearchStore) -> Result<(), StoreError> {
         model_name: "startup-probe".into(),
         model_version: "0".into(),
         run_id: "0".into(),
-        data_id: DataId::parse("startup-probe").map_err(|e| StoreError::Decode(e.to_string()))?,
+        data_id: DataId::parse("startup-probe").expect("the probe's id is a valid data id"),
     };
     let mut delay = Duration::from_millis(50);
     loop {
         match store.get(&probe).await {
             Ok(_) => return Ok(()),
             Err(error) if Instant::now() < deadline => {
-                tracing::info!(cause = %error, "index not readable yet; waiting");
+                tracing::info!(
+                    cause = &error as &dyn std::error::Error,
+                    "index not readable yet; waiting"
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
@@ -255,4 +289,36 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unusable_urls_are_reported_as_invalid_settings() {
+        let mut store = Settings::default();
+        store.store.url = Some("http://[::1:9200".into());
+        let mut model = Settings::default();
+        model.server.port = 0;
+        model.model.url = "model service".into();
+
+        let store = Application::build(store).await.err();
+        let model = Application::build(model).await.err();
+
+        assert!(
+            matches!(
+                store,
+                Some(StartupError::StoreSettings(StoreError::InvalidUrl(_)))
+            ),
+            "store: {store:?}"
+        );
+        assert!(
+            matches!(
+                model,
+                Some(StartupError::ModelSettings(ModelClientError::InvalidUrl(_)))
+            ),
+            "model: {model:?}"
+        );
+    }
 }

@@ -335,7 +335,7 @@ impl Worker {
                     ml.data_id = %item.key.data_id,
                     attempt = item.attempts,
                     retry_in_ms = backoff.as_millis() as u64,
-                    error = %error,
+                    error = &error as &dyn std::error::Error,
                     "write-behind write failed; retrying"
                 );
                 self.schedule(item, backoff);
@@ -375,7 +375,7 @@ fn give_up(dropped: &Counter<u64>, item: &Item, reason: GiveUp, error: Option<&S
         computing_trace_id = %item.prediction.trace_id,
         reason = reason.as_str(),
         attempts = item.attempts,
-        error = error.map(ToString::to_string),
+        error = error.map(|error| error as &dyn std::error::Error),
         "write-behind gave up: prediction not stored"
     );
 }
@@ -498,6 +498,16 @@ mod tests {
         (PredictionKey::new(&model, data_id), prediction)
     }
 
+    /// An outage as the store reports it; reqwest errors have no public constructor,
+    /// so a request that cannot be built stands in for one that cannot connect.
+    fn unreachable() -> StoreError {
+        let error = reqwest::Client::new()
+            .get("http://store.invalid:no-port/")
+            .build()
+            .unwrap_err();
+        StoreError::Unreachable(std::sync::Arc::new(error))
+    }
+
     fn status(status: u16) -> StoreError {
         StoreError::Status {
             status,
@@ -557,10 +567,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_outage_does_not_use_up_the_attempts() {
-        let store = Arc::new(ScriptedStore::failing(
-            "outage",
-            vec![StoreError::Unreachable("connection refused".into()); 4],
-        ));
+        let store = Arc::new(ScriptedStore::failing("outage", vec![unreachable(); 4]));
         let queue = WriteBehind::start(store.clone(), 100, 2);
         let (key, prediction) = item("outage");
         queue.enqueue(key, prediction);
@@ -585,10 +592,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_gives_up_the_newest_prediction() {
-        let store = Arc::new(ScriptedStore::failing(
-            "a",
-            vec![StoreError::Unreachable("down".into()); 100],
-        ));
+        let store = Arc::new(ScriptedStore::failing("a", vec![unreachable(); 100]));
         let queue = WriteBehind::start(store.clone(), 1, 100);
         let (key, prediction) = item("a");
         queue.enqueue(key, prediction);
@@ -602,10 +606,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_drain_tries_every_waiting_prediction_once_more() {
-        let store = Arc::new(ScriptedStore::failing(
-            "late",
-            vec![StoreError::Unreachable("down".into())],
-        ));
+        let store = Arc::new(ScriptedStore::failing("late", vec![unreachable()]));
         let queue = WriteBehind::start(store.clone(), 100, 8);
         let (key, prediction) = item("late");
         queue.enqueue(key, prediction);

@@ -7,7 +7,8 @@
 //! was most of the gateway's CPU and doubled the node's (gateway/README.md, "Performance").
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -157,11 +158,57 @@ struct MgetResponse {
     docs: Vec<GetResponse>,
 }
 
+/// A `_bulk` answer: `errors` says whether any item failed; each item is keyed by its
+/// action (`index` here), with an `error` object when it failed.
 #[derive(Debug, Deserialize)]
 struct BulkResponse {
     errors: bool,
     #[serde(default)]
-    items: Vec<serde_json::Value>,
+    items: Vec<HashMap<String, BulkItem>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BulkItem {
+    error: Option<BulkItemError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BulkItemError {
+    #[serde(rename = "type")]
+    error_type: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// A `_search` answer with the `runs` terms aggregation of `recent_runs`.
+#[derive(Debug, Deserialize)]
+struct SearchResponse {
+    aggregations: RunAggregations,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunAggregations {
+    runs: Buckets,
+}
+
+#[derive(Debug, Deserialize)]
+struct Buckets {
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Bucket {
+    /// A string for a keyword field; kept as any JSON value so another kind is skipped
+    /// rather than failing the whole answer.
+    key: serde_json::Value,
+}
+
+/// A `_delete_by_query` answer.
+#[derive(Debug, Deserialize)]
+struct DeleteByQueryResponse {
+    deleted: u64,
+    #[serde(default)]
+    failures: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,24 +242,24 @@ struct Call<'a> {
 impl ElasticsearchStore {
     /// A client for `settings.url`; does not contact the store.
     ///
-    /// Errors: [`StoreError::Unreachable`] when no URL is set, the URL does not parse, or
-    /// the credentials cannot go into a header.
+    /// Errors: [`StoreError::InvalidSettings`] when no URL is set, it is not http(s), or
+    /// the credentials cannot go into a header; [`StoreError::InvalidUrl`] when the URL
+    /// does not parse; [`StoreError::HttpClient`] when no client can be built.
     pub fn new(settings: &StoreSettings, metrics: Metrics) -> Result<Self, StoreError> {
         let raw = settings
             .url
             .as_deref()
-            .ok_or_else(|| StoreError::Unreachable("no store URL configured".into()))?;
-        let mut base_url = url::Url::parse(raw)
-            .map_err(|e| StoreError::Unreachable(format!("invalid store URL: {e}")))?;
+            .ok_or(StoreError::InvalidSettings("no store URL is configured"))?;
+        let mut base_url = url::Url::parse(raw).map_err(StoreError::InvalidUrl)?;
         let url_user = base_url.username().to_owned();
         let url_password = base_url.password().unwrap_or_default().to_owned();
         // Credentials leave the URL, so no error message, log or span attribute shows them.
         let _ = base_url.set_username("");
         let _ = base_url.set_password(None);
         if !matches!(base_url.scheme(), "http" | "https") {
-            return Err(StoreError::Unreachable(format!(
-                "the store URL must be http or https: {base_url}"
-            )));
+            return Err(StoreError::InvalidSettings(
+                "the store URL must be http or https",
+            ));
         }
         let authorization = if let Some(api_key) = &settings.api_key {
             Some(format!("ApiKey {}", api_key.expose()))
@@ -224,7 +271,7 @@ impl ElasticsearchStore {
         let mut headers = HeaderMap::new();
         if let Some(authorization) = authorization {
             let mut value = HeaderValue::try_from(authorization).map_err(|_| {
-                StoreError::Unreachable("the store credentials cannot go into a header".into())
+                StoreError::InvalidSettings("the store credentials cannot go into a header")
             })?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
@@ -235,7 +282,7 @@ impl ElasticsearchStore {
             .user_agent(USER_AGENT)
             .default_headers(headers)
             .build()
-            .map_err(|e| StoreError::Unreachable(format!("cannot build the client: {e}")))?;
+            .map_err(|e| StoreError::HttpClient(Arc::new(e)))?;
         let base = base_url.as_str().trim_end_matches('/');
         let alias = utf8_percent_encode(&settings.index_alias, SEGMENT).to_string();
         let index = settings.index_name();
@@ -285,8 +332,8 @@ impl ElasticsearchStore {
                 format!("/{alias}/_delete_by_query?conflicts=proceed&refresh=true"),
             ),
         };
-        let document_base = url::Url::parse(&format!("{base}{document_path}"))
-            .map_err(|e| StoreError::Unreachable(format!("invalid store URL: {e}")))?;
+        let document_base =
+            url::Url::parse(&format!("{base}{document_path}")).map_err(StoreError::InvalidUrl)?;
         Ok(Self {
             client,
             document_base,
@@ -447,12 +494,12 @@ impl ElasticsearchStore {
                 .headers(headers)
                 .send()
                 .await
-                .map_err(|e| StoreError::Unreachable(error_chain(&e)))?;
+                .map_err(|e| StoreError::Unreachable(Arc::new(e)))?;
             let status = response.status().as_u16();
             let body = response
                 .bytes()
                 .await
-                .map_err(|e| StoreError::Unreachable(error_chain(&e)))?;
+                .map_err(|e| StoreError::Unreachable(Arc::new(e)))?;
             Ok::<_, StoreError>(Answer { status, body })
         }
         .instrument(span.clone())
@@ -541,7 +588,7 @@ fn basic_authorization(user: &str, password: &str) -> String {
 fn json_payload(value: &impl Serialize) -> Result<Payload, StoreError> {
     Ok(Payload {
         content_type: JSON,
-        bytes: serde_json::to_vec(value).map_err(|e| StoreError::Decode(e.to_string()))?,
+        bytes: serde_json::to_vec(value).map_err(|e| StoreError::Encode(Arc::new(e)))?,
     })
 }
 
@@ -563,18 +610,6 @@ fn status_text(status: u16) -> Cow<'static, str> {
     }
 }
 
-/// An error and its sources on one line: reqwest's own message names only the URL.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 impl Document {
     fn of(prediction: &StoredPrediction) -> Self {
         Self {
@@ -594,11 +629,11 @@ impl Document {
     /// The prediction this document holds, checked against the key it was read for.
     fn into_prediction(self, key: &PredictionKey) -> Result<StoredPrediction, StoreError> {
         let data_id = DataId::parse(&self.data_id)
-            .map_err(|e| StoreError::Decode(format!("stored data_id: {e}")))?;
+            .map_err(|e| undecodable(format_args!("stored data_id: {e}")))?;
         // The hash is the key; a document whose fields disagree with it (another run's
         // prediction included) is not ours.
         if data_id != key.data_id || !key.is_of(&self.model) {
-            return Err(StoreError::Decode(format!(
+            return Err(undecodable(format_args!(
                 "document {} does not hold the prediction of its key",
                 document_id(key)
             )));
@@ -627,8 +662,7 @@ impl PredictionStore for ElasticsearchStore {
             };
             let answer = self.call(&self.operations.get, call).await?;
             let found: GetResponse = match answer.status {
-                200 => serde_json::from_slice(&answer.body)
-                    .map_err(|e| StoreError::Decode(e.to_string()))?,
+                200 => serde_json::from_slice(&answer.body).map_err(decode_error)?,
                 404 => {
                     // 404 with `found: false` is a missing document; without it, a missing index.
                     match serde_json::from_slice::<GetResponse>(&answer.body) {
@@ -688,10 +722,10 @@ impl PredictionStore for ElasticsearchStore {
             if answer.status != 200 {
                 return Err(status_error(answer.status, &answer.body));
             }
-            let response: MgetResponse = serde_json::from_slice(&answer.body)
-                .map_err(|e| StoreError::Decode(e.to_string()))?;
+            let response: MgetResponse =
+                serde_json::from_slice(&answer.body).map_err(decode_error)?;
             if response.docs.len() != keys.len() {
-                return Err(StoreError::Decode("mget answered for other ids".into()));
+                return Err(undecodable("mget answered for other ids"));
             }
             response
                 .docs
@@ -721,7 +755,7 @@ impl PredictionStore for ElasticsearchStore {
                         body.push(b'\n');
                         serde_json::to_writer(&mut body, &Document::of(prediction))
                     })
-                    .map_err(|e| StoreError::Decode(e.to_string()))?;
+                    .map_err(|e| StoreError::Encode(Arc::new(e)))?;
                 body.push(b'\n');
             }
             let op = &self.operations.bulk;
@@ -739,20 +773,7 @@ impl PredictionStore for ElasticsearchStore {
             if answer.status != 200 {
                 return Err(status_error(answer.status, &answer.body));
             }
-            let response: BulkResponse = serde_json::from_slice(&answer.body)
-                .map_err(|e| StoreError::Decode(e.to_string()))?;
-            if response.errors {
-                let failed = response
-                    .items
-                    .iter()
-                    .filter(|item| item["index"]["error"].is_object())
-                    .count();
-                return Err(StoreError::Status {
-                    status: 200,
-                    body: format!("bulk write: {failed} of {} items failed", items.len()),
-                });
-            }
-            Ok(())
+            bulk_outcome(&answer.body, items.len())
         })
     }
 
@@ -804,14 +825,14 @@ impl ElasticsearchStore {
         if answer.status != 200 {
             return Err(status_error(answer.status, &answer.body));
         }
-        let response: serde_json::Value =
-            serde_json::from_slice(&answer.body).map_err(|e| StoreError::Decode(e.to_string()))?;
-        let buckets = response["aggregations"]["runs"]["buckets"]
-            .as_array()
-            .ok_or_else(|| StoreError::Decode("no run aggregation in the answer".into()))?;
-        Ok(buckets
-            .iter()
-            .filter_map(|bucket| bucket["key"].as_str().map(str::to_owned))
+        let response: SearchResponse =
+            serde_json::from_slice(&answer.body).map_err(decode_error)?;
+        Ok(response
+            .aggregations
+            .runs
+            .buckets
+            .into_iter()
+            .filter_map(|bucket| bucket.key.as_str().map(str::to_owned))
             .take(limit)
             .collect())
     }
@@ -832,18 +853,49 @@ impl ElasticsearchStore {
         if answer.status != 200 {
             return Err(status_error(answer.status, &answer.body));
         }
-        let response: serde_json::Value =
-            serde_json::from_slice(&answer.body).map_err(|e| StoreError::Decode(e.to_string()))?;
-        if response["failures"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
-        {
+        let response: DeleteByQueryResponse =
+            serde_json::from_slice(&answer.body).map_err(decode_error)?;
+        if !response.failures.is_empty() {
             return Err(status_error(answer.status, &answer.body));
         }
-        response["deleted"]
-            .as_u64()
-            .ok_or_else(|| StoreError::Decode("no deleted count in the answer".into()))
+        Ok(response.deleted)
     }
+}
+
+/// The outcome of a `_bulk` request answered 200 for `items` items: written, or the
+/// count of failed items and the first one's error.
+fn bulk_outcome(body: &[u8], items: usize) -> Result<(), StoreError> {
+    let response: BulkResponse = serde_json::from_slice(body).map_err(decode_error)?;
+    if !response.errors {
+        return Ok(());
+    }
+    let mut errors = response
+        .items
+        .into_iter()
+        .filter_map(|item| item.into_values().next().and_then(|result| result.error));
+    let first = errors.next();
+    let failed = usize::from(first.is_some()) + errors.count();
+    let (error_type, reason) = first.map_or_else(
+        // `errors: true` without a failed item in the list: say so rather than invent one.
+        || ("unknown".to_owned(), "no item carries an error".to_owned()),
+        |error| (error.error_type, error.reason),
+    );
+    Err(StoreError::BulkItems {
+        failed,
+        items,
+        error_type,
+        reason,
+    })
+}
+
+fn decode_error(error: serde_json::Error) -> StoreError {
+    StoreError::Decode(Arc::new(error))
+}
+
+/// A [`StoreError::Decode`] for an answer that is valid JSON but does not hold what it
+/// must: serde's own error for data it rejects, so every decode failure has one type.
+fn undecodable(message: impl std::fmt::Display) -> StoreError {
+    decode_error(serde::de::Error::custom(message))
 }
 
 fn status_error(status: u16, body: &[u8]) -> StoreError {
@@ -1023,6 +1075,88 @@ mod tests {
             document.into_prediction(&key("1")),
             Err(StoreError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn store_settings_that_cannot_make_a_client_are_invalid_not_unreachable() {
+        // (URL, whether it fails to parse rather than to make a client, description)
+        let cases = [
+            (None, false, "no URL"),
+            (Some("http://[::1:9200"), true, "an unclosed IPv6 host"),
+            (
+                Some("search.local:9200"),
+                false,
+                "no scheme (parsed as the scheme `search.local`)",
+            ),
+            (Some("ftp://search.local"), false, "not http(s)"),
+        ];
+        for (url, unparsable, description) in cases {
+            let settings = StoreSettings {
+                url: url.map(str::to_owned),
+                ..crate::configuration::Settings::default().store
+            };
+            match ElasticsearchStore::new(&settings, Metrics::default()) {
+                Err(StoreError::InvalidUrl(_)) => assert!(unparsable, "{description}"),
+                Err(StoreError::InvalidSettings(_)) => assert!(!unparsable, "{description}"),
+                Err(other) => panic!("{description}: {other:?}"),
+                Ok(_) => panic!("{description}: accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_bulk_answer_with_failed_items_gives_their_count_and_the_first_error() {
+        // As Elasticsearch 8 answers a bulk request with one item written, one refused by
+        // the mapping and one rejected under load.
+        let answer = br#"{"errors":true,"took":12,"items":[
+            {"index":{"_index":"ml-predictions-v1","_id":"a1","_version":1,"result":"created",
+              "_shards":{"total":2,"successful":1,"failed":0},"_seq_no":0,"_primary_term":1,
+              "status":201}},
+            {"index":{"_index":"ml-predictions-v1","_id":"b2","status":400,
+              "error":{"type":"document_parsing_exception",
+                "reason":"[1:87] failed to parse field [prediction.score] of type [float]",
+                "caused_by":{"type":"illegal_argument_exception",
+                  "reason":"For input string: \"high\""}}}},
+            {"index":{"_index":"ml-predictions-v1","_id":"c3","status":429,
+              "error":{"type":"es_rejected_execution_exception",
+                "reason":"rejected execution of coordinating operation"}}}
+        ]}"#;
+
+        let error = bulk_outcome(answer, 3).unwrap_err();
+
+        let StoreError::BulkItems {
+            failed,
+            items,
+            error_type,
+            reason,
+        } = &error
+        else {
+            panic!("not a bulk item failure: {error:?}");
+        };
+        assert_eq!((*failed, *items), (2, 3));
+        assert_eq!(error_type, "document_parsing_exception");
+        assert!(reason.contains("prediction.score"), "{reason}");
+        // Answered 200: retried like any other refusal the store may get over.
+        assert!(!error.is_permanent());
+    }
+
+    #[test]
+    fn a_bulk_answer_without_errors_is_a_write() {
+        let answer = br#"{"errors":false,"took":3,"items":[
+            {"index":{"_index":"ml-predictions-v1","_id":"a1","result":"created","status":201}}
+        ]}"#;
+        assert!(bulk_outcome(answer, 1).is_ok());
+    }
+
+    #[test]
+    fn an_answer_that_is_not_the_expected_json_is_a_decode_error_from_serde() {
+        // A proxy's error page where the node's JSON should be.
+        let error = bulk_outcome(b"<html><body>502 Bad Gateway</body></html>", 1).unwrap_err();
+
+        let StoreError::Decode(source) = &error else {
+            panic!("not a decode error: {error:?}");
+        };
+        assert!(source.is_syntax(), "{source}");
     }
 
     #[test]

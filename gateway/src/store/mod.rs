@@ -5,6 +5,7 @@ mod memory;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub use self::elasticsearch::{ElasticsearchStore, document_id, document_path};
 pub use memory::MemoryStore;
@@ -60,12 +61,29 @@ pub trait PredictionStore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 }
 
-/// Why a store operation failed. Messages are for logs, never for clients.
+/// Why a store operation failed, or the store client could not be built. Messages are
+/// for logs, never for clients.
+///
+/// Sources are behind `Arc` so the error stays `Clone`: every request coalesced onto one
+/// lookup gets the same result.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The store could not be reached or did not answer in time.
-    #[error("the prediction store is unreachable: {0}")]
-    Unreachable(String),
+    /// The settings do not make a client: no URL, a scheme other than http(s), or
+    /// credentials that cannot go into a header (construction only; start-up reports it
+    /// as invalid settings).
+    #[error("the store settings are invalid: {0}")]
+    InvalidSettings(&'static str),
+    /// The store URL does not parse (construction only).
+    #[error("the store URL is invalid")]
+    InvalidUrl(#[source] url::ParseError),
+    /// The HTTP client could not be built, e.g. no TLS backend (construction only).
+    #[error("the HTTP client of the store cannot be built")]
+    HttpClient(#[source] Arc<reqwest::Error>),
+    /// No complete answer: the connection was refused or reset, the timeout passed, or
+    /// the body broke off; the source says which. An outage, not a refusal: the
+    /// write-behind queue does not count it against a write.
+    #[error("the prediction store is unreachable")]
+    Unreachable(#[source] Arc<reqwest::Error>),
     /// The store answered with an unexpected status.
     #[error("the prediction store answered {status}: {body}")]
     Status {
@@ -74,9 +92,25 @@ pub enum StoreError {
         /// Start of the body.
         body: String,
     },
-    /// A stored document could not be read back.
-    #[error("a stored prediction could not be decoded: {0}")]
-    Decode(String),
+    /// A bulk request was answered 200, but some of its items were not written.
+    #[error("{failed} of {items} bulk items were not written; the first: {error_type}: {reason}")]
+    BulkItems {
+        /// Items that failed.
+        failed: usize,
+        /// Items sent.
+        items: usize,
+        /// The first failed item's `error.type`, e.g. `mapper_parsing_exception`.
+        error_type: String,
+        /// The first failed item's `error.reason`.
+        reason: String,
+    },
+    /// A request body could not be serialized (nothing was sent).
+    #[error("a request to the prediction store could not be serialized")]
+    Encode(#[source] Arc<serde_json::Error>),
+    /// An answer or a stored document could not be read back: not the expected JSON, or
+    /// a document that does not hold its key's prediction.
+    #[error("an answer of the prediction store could not be decoded")]
+    Decode(#[source] Arc<serde_json::Error>),
 }
 
 impl StoreError {

@@ -261,13 +261,22 @@ impl RecordingStore {
     fn record(&self, call: StoreCall) -> Result<(), StoreError> {
         self.calls.lock().unwrap().push(call);
         if self.failing.load(Ordering::SeqCst) {
-            Err(StoreError::Unreachable(
-                "recording store set to fail".into(),
-            ))
+            Err(outage())
         } else {
             Ok(())
         }
     }
+}
+
+/// The error of a store "set to fail": an outage, as the store reports one. reqwest
+/// errors have no public constructor, so a request that cannot be built stands in for
+/// one that cannot connect.
+fn outage() -> StoreError {
+    let error = reqwest::Client::new()
+        .get("http://store.invalid:no-port/")
+        .build()
+        .unwrap_err();
+    StoreError::Unreachable(Arc::new(error))
 }
 
 impl PredictionStore for RecordingStore {
@@ -292,9 +301,7 @@ impl PredictionStore for RecordingStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             if self.failing.load(Ordering::SeqCst) {
-                Err(StoreError::Unreachable(
-                    "recording store set to fail".into(),
-                ))
+                Err(outage())
             } else {
                 Ok(())
             }
