@@ -511,7 +511,7 @@ fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretStr
         }
 
         /// The contents of a secret file, kept even when empty (the file was named on purpose).
-        fn visit_string<E: de::Error>(self, contents: String) -> Result<Self::Value, E> {
+        fn visit_str<E: de::Error>(self, contents: &str) -> Result<Self::Value, E> {
             Ok(Some(SecretString::from(contents)))
         }
     }
@@ -700,7 +700,7 @@ impl<'de> Deserializer<'de> for Value<'_> {
             })
         })?;
         // The line end an editor or `echo` leaves is not part of the secret.
-        visitor.visit_string(contents.trim_end_matches(['\r', '\n']).to_owned())
+        visitor.visit_str(contents.trim_end_matches(['\r', '\n']))
     }
 
     serde::forward_to_deserialize_any! {
