@@ -1,195 +1,259 @@
-//! Typed settings: documented defaults, then `GATEWAY__SECTION__KEY` environment overrides.
+//! Typed settings, each declared once below (type, default, documentation and parsing on
+//! its field), loaded from `GATEWAY__SECTION__KEY` environment variables over the defaults.
 //!
 //! Telemetry is not configured here: exporters, sampling and resource come from
 //! the standard `OTEL_*` variables (see `telemetry`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::collections::btree_map;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Every setting of the gateway.
-#[derive(Debug, Clone)]
+use secrecy::SecretString;
+use serde::de::value::StringDeserializer;
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Expected, IgnoredAny, IntoDeserializer, MapAccess,
+    Unexpected, Visitor,
+};
+use serde::{Deserialize, Deserializer};
+
+/// Every setting of the gateway. A variable is named after the section and the field,
+/// upper case: `GATEWAY__SERVER__PORT` sets `server.port`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct Settings {
     /// The HTTP server.
+    #[serde(default = "declared_defaults")]
     pub server: ServerSettings,
     /// The prediction store.
+    #[serde(default = "declared_defaults")]
     pub store: StoreSettings,
     /// The model service client.
+    #[serde(default = "declared_defaults")]
     pub model: ModelSettings,
     /// Console logs.
+    #[serde(default = "declared_defaults")]
     pub log: LogSettings,
+    /// Known here only so that they are not rejected as typos: `telemetry::init` reads and
+    /// checks them with the `OTEL_*` variables, because they shape telemetry only.
+    #[serde(default, rename = "TELEMETRY")]
+    _telemetry: TelemetryVariables,
 }
 
 /// Console logs (what goes to OTLP is set by `OTEL_*`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct LogSettings {
     /// `text` (readable) or `json` (`GATEWAY__LOG__FORMAT`, default `text`).
+    #[serde(default)]
     pub format: LogFormat,
 }
 
 /// How console logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Readable lines.
+    #[default]
     Text,
     /// One JSON object per line.
     Json,
 }
 
 /// The HTTP server and its admission limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct ServerSettings {
     /// Address to bind (`GATEWAY__SERVER__HOST`, default `127.0.0.1`).
+    #[serde(default = "default_host")]
     pub host: String,
     /// Port to bind, 0 for any free one (`GATEWAY__SERVER__PORT`, default 8080).
+    #[serde(default = "u16_default::<8080>")]
     pub port: u16,
-    /// Total deadline of one request (`GATEWAY__SERVER__REQUEST_TIMEOUT_MS`, default 10000):
-    /// a client is answered 504 rather than left waiting on a stuck dependency.
+    /// Total deadline of one request, in milliseconds
+    /// (`GATEWAY__SERVER__REQUEST_TIMEOUT_MS`, default 10000): a client is answered 504
+    /// rather than left waiting on a stuck dependency.
+    #[serde(default = "u64_default::<10_000>")]
     pub request_timeout_ms: u64,
     /// Requests served at once (`GATEWAY__SERVER__MAX_IN_FLIGHT`, default 512): beyond
     /// it the gateway answers 503 with `Retry-After` at once instead of queueing without bound.
+    #[serde(default = "usize_default::<512>", deserialize_with = "positive")]
     pub max_in_flight: usize,
-    /// Largest accepted request body (`GATEWAY__SERVER__MAX_BODY_BYTES`, default 262144):
-    /// room for a full batch of the longest ids; caps the memory one request can take.
+    /// Largest accepted request body in bytes (`GATEWAY__SERVER__MAX_BODY_BYTES`, default
+    /// 262144): room for a full batch of the longest ids; caps the memory one request can take.
+    #[serde(default = "usize_default::<{ 256 * 1024 }>")]
     pub max_body_bytes: usize,
     /// Most ids in one batch request (`GATEWAY__SERVER__MAX_BATCH_SIZE`, default 1000):
     /// bounds the multi-get, the model call and the bulk write of one request.
+    #[serde(default = "usize_default::<1_000>", deserialize_with = "positive")]
     pub max_batch_size: usize,
-    /// Time a client has to send a whole request head once it sent its first byte
-    /// (`GATEWAY__SERVER__HEADER_READ_TIMEOUT_MS`, default 10000): a client dribbling a
-    /// head cannot hold a connection.
+    /// Time in milliseconds a client has to send a whole request head once it sent its
+    /// first byte (`GATEWAY__SERVER__HEADER_READ_TIMEOUT_MS`, default 10000): a client
+    /// dribbling a head cannot hold a connection.
+    #[serde(default = "u64_default::<10_000>")]
     pub header_read_timeout_ms: u64,
-    /// Time a connection may sit with no request in progress, fresh or kept alive
-    /// (`GATEWAY__SERVER__IDLE_TIMEOUT_MS`, default 60000), then it is closed.
+    /// Time in milliseconds a connection may sit with no request in progress, fresh or kept
+    /// alive (`GATEWAY__SERVER__IDLE_TIMEOUT_MS`, default 60000), then it is closed.
+    #[serde(default = "u64_default::<60_000>")]
     pub idle_timeout_ms: u64,
     /// Open client connections at most (`GATEWAY__SERVER__MAX_CONNECTIONS`, default
     /// 10000, lowered to fit the process's open-file limit): at the cap the longest-idle
     /// connection is closed to make room, so idle sockets cannot lock new clients out.
+    #[serde(default = "usize_default::<10_000>", deserialize_with = "positive")]
     pub max_connections: usize,
-    /// After SIGTERM, how long `/readyz` answers 503 while requests are still served
-    /// (`GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS`, default 5000): time for a load balancer
-    /// to take the gateway out before it stops accepting.
+    /// After SIGTERM, how many milliseconds `/readyz` answers 503 while requests are still
+    /// served (`GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS`, default 5000): time for a load
+    /// balancer to take the gateway out before it stops accepting.
+    #[serde(default = "u64_default::<5_000>")]
     pub shutdown_drain_delay_ms: u64,
-    /// Then how long in-flight requests have to finish before every remaining connection
-    /// is closed (`GATEWAY__SERVER__SHUTDOWN_GRACE_MS`, default 15000). Drain delay, grace
-    /// and the write-behind drain together stay inside Kubernetes' default 30 s.
+    /// Then how many milliseconds in-flight requests have to finish before every remaining
+    /// connection is closed (`GATEWAY__SERVER__SHUTDOWN_GRACE_MS`, default 15000). Drain
+    /// delay, grace and the write-behind drain together stay inside Kubernetes' default 30 s.
+    #[serde(default = "u64_default::<15_000>")]
     pub shutdown_grace_ms: u64,
 }
 
 /// Where predictions are kept.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct StoreSettings {
-    /// Elasticsearch URL (`GATEWAY__STORE__URL`); unset: the embedded in-memory store.
+    /// Elasticsearch URL, http or https, checked at load (`GATEWAY__STORE__URL`); unset:
+    /// the embedded in-memory store.
+    #[serde(default, deserialize_with = "optional_http_url")]
     pub url: Option<String>,
     /// Alias the gateway reads and writes through (`GATEWAY__STORE__INDEX_ALIAS`,
     /// default `ml-predictions`); the versioned index behind it is `<alias>-v1`.
+    #[serde(default = "default_index_alias", deserialize_with = "index_alias")]
     pub index_alias: String,
-    /// Basic-auth user (`GATEWAY__STORE__USERNAME`).
+    /// Basic-auth user (`GATEWAY__STORE__USERNAME`, default none).
+    #[serde(default)]
     pub username: Option<String>,
-    /// Basic-auth password (`GATEWAY__STORE__PASSWORD` or `..._FILE`).
-    pub password: Option<Secret>,
-    /// API key, base64 `id:key` as Kibana shows it (`GATEWAY__STORE__API_KEY` or `..._FILE`).
-    pub api_key: Option<Secret>,
-    /// Timeout of one store request (`GATEWAY__STORE__TIMEOUT_MS`, default 2000): a slow
-    /// store must not hold a request past the point where the model would have answered.
+    /// Basic-auth password (`GATEWAY__STORE__PASSWORD` or `..._FILE`, default none).
+    #[serde(default, deserialize_with = "secret")]
+    pub password: Option<SecretString>,
+    /// API key, base64 `id:key` as Kibana shows it (`GATEWAY__STORE__API_KEY` or
+    /// `..._FILE`, default none).
+    #[serde(default, deserialize_with = "secret")]
+    pub api_key: Option<SecretString>,
+    /// Timeout of one store request in milliseconds (`GATEWAY__STORE__TIMEOUT_MS`, default
+    /// 2000): a slow store must not hold a request past the point where the model would
+    /// have answered.
+    #[serde(default = "u64_default::<2_000>")]
     pub timeout_ms: u64,
     /// Ask the store for gzip-compressed answers (`GATEWAY__STORE__COMPRESSION`, default
     /// false): worth it only for a store across a slow or metered network; near the store,
     /// compressing a ~0.4 KB document costs the node and the gateway more than it saves.
+    #[serde(default)]
     pub compression: bool,
     /// Predictions waiting for a store write retry (`GATEWAY__STORE__WRITE_BEHIND_CAPACITY`,
     /// default 10000); beyond it they are dropped, counted and logged.
+    #[serde(default = "usize_default::<10_000>")]
     pub write_behind_capacity: usize,
     /// Failed attempts the store answered (refusals, not outages) after which the
     /// write-behind queue gives a prediction up (`GATEWAY__STORE__WRITE_BEHIND_MAX_ATTEMPTS`,
     /// default 8: about 16 s of backoff). While the store cannot be reached at all,
     /// retries go on every 5 s until it can, or until shutdown.
+    #[serde(default = "u32_default::<8>", deserialize_with = "positive")]
     pub write_behind_max_attempts: u32,
     /// Maximum age of a stored prediction in seconds (`GATEWAY__STORE__MAX_AGE_SECS`,
     /// unset by default: a prediction stays fresh until its model run is replaced). An
     /// older one is not served (recomputed, `Cache-Status: ...; fwd=stale`), and every
     /// answer says its remaining lifetime in `ttl` (RFC 9211 section 2.4).
+    #[serde(default, deserialize_with = "optional_positive")]
     pub max_age_secs: Option<u64>,
 }
 
 /// The model service and how the gateway follows its live version.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct ModelSettings {
-    /// Base URL (`GATEWAY__MODEL__URL`, default `http://127.0.0.1:8001`).
+    /// Base URL, http or https, checked at load and kept without a trailing `/`
+    /// (`GATEWAY__MODEL__URL`, default `http://127.0.0.1:8001`).
+    #[serde(default = "default_model_url", deserialize_with = "http_url")]
     pub url: String,
-    /// Timeout of one model call (`GATEWAY__MODEL__TIMEOUT_MS`, default 5000).
+    /// Timeout of one model call in milliseconds (`GATEWAY__MODEL__TIMEOUT_MS`, default
+    /// 5000); must be shorter than the request deadline.
+    #[serde(default = "u64_default::<5_000>")]
     pub timeout_ms: u64,
-    /// TCP connect timeout (`GATEWAY__MODEL__CONNECT_TIMEOUT_MS`, default 1000): a down
-    /// service is reported quickly.
+    /// TCP connect timeout in milliseconds (`GATEWAY__MODEL__CONNECT_TIMEOUT_MS`, default
+    /// 1000): a down service is reported quickly.
+    #[serde(default = "u64_default::<1_000>")]
     pub connect_timeout_ms: u64,
-    /// How often the live model version is re-read from `GET /model`
+    /// How often, in milliseconds, the live model version is re-read from `GET /model`
     /// (`GATEWAY__MODEL__VERSION_REFRESH_MS`, default 5000): the longest time an old
     /// version's predictions can still be served after a switch.
+    #[serde(default = "u64_default::<5_000>")]
     pub version_refresh_ms: u64,
     /// Consecutive failures to reach the model that open the circuit breaker
     /// (`GATEWAY__MODEL__BREAKER_THRESHOLD`, default 5).
+    #[serde(default = "u32_default::<5>")]
     pub breaker_threshold: u32,
-    /// How long the open circuit fails calls fast before a trial call
+    /// How many milliseconds the open circuit fails calls fast before a trial call
     /// (`GATEWAY__MODEL__BREAKER_COOL_DOWN_MS`, default 5000).
+    #[serde(default = "u64_default::<5_000>")]
     pub breaker_cool_down_ms: u64,
 }
 
+/// `GATEWAY__TELEMETRY__BAGGAGE_MAX_{ENTRIES,BYTES}`, let through unread (see
+/// [`Settings`]); the underscores keep the unread fields from counting as dead code.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelemetryVariables {
+    #[serde(default, rename = "BAGGAGE_MAX_ENTRIES")]
+    _baggage_max_entries: IgnoredAny,
+    #[serde(default, rename = "BAGGAGE_MAX_BYTES")]
+    _baggage_max_bytes: IgnoredAny,
+}
+
+// Serde takes a default as a function path; these let a number's default be written on
+// its field (`default = "u64_default::<5_000>"`) instead of in a separate function.
+const fn u16_default<const N: u16>() -> u16 {
+    N
+}
+const fn u32_default<const N: u32>() -> u32 {
+    N
+}
+const fn u64_default<const N: u64>() -> u64 {
+    N
+}
+const fn usize_default<const N: usize>() -> usize {
+    N
+}
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_index_alias() -> String {
+    "ml-predictions".into()
+}
+fn default_model_url() -> String {
+    "http://127.0.0.1:8001".into()
+}
+
 impl Default for Settings {
+    /// Every setting at its declared default, as with no `GATEWAY__` variable set.
     fn default() -> Self {
-        Self {
-            server: ServerSettings {
-                host: "127.0.0.1".into(),
-                port: 8080,
-                request_timeout_ms: 10_000,
-                max_in_flight: 512,
-                max_body_bytes: 256 * 1024,
-                max_batch_size: 1_000,
-                header_read_timeout_ms: 10_000,
-                idle_timeout_ms: 60_000,
-                max_connections: 10_000,
-                shutdown_drain_delay_ms: 5_000,
-                shutdown_grace_ms: 15_000,
-            },
-            store: StoreSettings {
-                url: None,
-                index_alias: "ml-predictions".into(),
-                username: None,
-                password: None,
-                api_key: None,
-                timeout_ms: 2_000,
-                compression: false,
-                write_behind_capacity: 10_000,
-                write_behind_max_attempts: 8,
-                max_age_secs: None,
-            },
-            model: ModelSettings {
-                url: "http://127.0.0.1:8001".into(),
-                timeout_ms: 5_000,
-                connect_timeout_ms: 1_000,
-                version_refresh_ms: 5_000,
-                breaker_threshold: 5,
-                breaker_cool_down_ms: 5_000,
-            },
-            log: LogSettings {
-                format: LogFormat::Text,
-            },
-        }
+        declared_defaults()
     }
+}
+
+/// A section (or all settings) with no variable set: each field's declared default.
+fn declared_defaults<T: DeserializeOwned>() -> T {
+    T::deserialize(Table::<Variable>(BTreeMap::new()))
+        .expect("every setting has a valid default (checked by the unit tests)")
 }
 
 /// A setting that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigurationError {
-    /// A variable's value does not parse as the setting's type.
-    #[error("{name}={value:?} is not a valid {expected}")]
+    /// A variable's value does not parse as its setting's type. The value is not
+    /// repeated: it may hold credentials (a URL's user info).
+    #[error("{name}: expected {expected}")]
     InvalidValue {
         /// The variable.
         name: String,
-        /// Its value (never a secret: secrets are not parsed).
-        value: String,
         /// What was expected.
-        expected: &'static str,
+        expected: String,
     },
     /// A `GATEWAY__` variable that names no setting (a typo would otherwise go unnoticed).
     #[error("{0} is not a gateway setting")]
@@ -211,6 +275,9 @@ pub enum ConfigurationError {
 }
 
 const PREFIX: &str = "GATEWAY__";
+/// A secret's variable with this suffix names a file holding the secret (as Docker and
+/// Kubernetes mount them), so the secret stays out of the environment.
+const FILE_SUFFIX: &str = "_FILE";
 
 impl Settings {
     /// Defaults overridden by the process environment.
@@ -222,16 +289,35 @@ impl Settings {
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigurationError> {
-        let vars: HashMap<String, String> = vars
+        let mut vars: Vec<(String, String)> = vars
             .into_iter()
             .filter(|(name, _)| name.starts_with(PREFIX))
             .collect();
-        let mut settings = Self::default();
-        let mut names: Vec<&String> = vars.keys().collect();
-        names.sort();
-        for name in names {
-            settings.apply(name, &vars[name])?;
+        // Sorted, `X_FILE` comes after `X`: when both are set, the file wins.
+        vars.sort();
+        let mut sections: BTreeMap<String, Table<Variable>> = BTreeMap::new();
+        for (name, value) in vars {
+            let Some((section, key)) = name[PREFIX.len()..].split_once("__") else {
+                return Err(ConfigurationError::UnknownSetting(name));
+            };
+            let (key, from_file) = match key.strip_suffix(FILE_SUFFIX) {
+                Some(key) => (key, true),
+                None => (key, false),
+            };
+            let (section, key) = (section.to_owned(), key.to_owned());
+            let variable = Variable {
+                value: value.trim().to_owned(),
+                name,
+                from_file,
+            };
+            sections
+                .entry(section)
+                .or_insert_with(|| Table(BTreeMap::new()))
+                .0
+                .insert(key, variable);
         }
+        let settings =
+            Self::deserialize(Table(sections)).map_err(|rejection| rejection.named(PREFIX))?;
         settings.check()?;
         Ok(settings)
     }
@@ -245,117 +331,6 @@ impl Settings {
                  GATEWAY__SERVER__REQUEST_TIMEOUT_MS ({})",
                 self.model.timeout_ms, self.server.request_timeout_ms
             )));
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, name: &str, value: &str) -> Result<(), ConfigurationError> {
-        let key = &name[PREFIX.len()..];
-        match key {
-            "SERVER__HOST" => self.server.host = value.to_owned(),
-            "SERVER__PORT" => self.server.port = parse(name, value, "port number")?,
-            "SERVER__REQUEST_TIMEOUT_MS" => {
-                self.server.request_timeout_ms = parse(name, value, "number of milliseconds")?
-            }
-            "SERVER__MAX_IN_FLIGHT" => {
-                self.server.max_in_flight = parse(name, value, "positive count")?;
-                if self.server.max_in_flight == 0 {
-                    return Err(invalid(name, value, "positive count"));
-                }
-            }
-            "SERVER__MAX_BODY_BYTES" => {
-                self.server.max_body_bytes = parse(name, value, "number of bytes")?
-            }
-            "SERVER__MAX_BATCH_SIZE" => {
-                self.server.max_batch_size = parse(name, value, "positive count")?;
-                if self.server.max_batch_size == 0 {
-                    return Err(invalid(name, value, "positive count"));
-                }
-            }
-            "SERVER__HEADER_READ_TIMEOUT_MS" => {
-                self.server.header_read_timeout_ms = parse(name, value, "number of milliseconds")?
-            }
-            "SERVER__IDLE_TIMEOUT_MS" => {
-                self.server.idle_timeout_ms = parse(name, value, "number of milliseconds")?
-            }
-            "SERVER__MAX_CONNECTIONS" => {
-                self.server.max_connections = parse(name, value, "positive count")?;
-                if self.server.max_connections == 0 {
-                    return Err(invalid(name, value, "positive count"));
-                }
-            }
-            "SERVER__SHUTDOWN_DRAIN_DELAY_MS" => {
-                self.server.shutdown_drain_delay_ms = parse(name, value, "number of milliseconds")?
-            }
-            "SERVER__SHUTDOWN_GRACE_MS" => {
-                self.server.shutdown_grace_ms = parse(name, value, "number of milliseconds")?
-            }
-            "STORE__URL" => self.store.url = non_empty(value),
-            "STORE__INDEX_ALIAS" => {
-                // The alias goes into request paths: only index-name characters.
-                let ok = !value.is_empty()
-                    && value.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_')
-                    })
-                    && !value.starts_with(['-', '_']);
-                if !ok {
-                    return Err(invalid(name, value, "index name (a-z, 0-9, '-', '_')"));
-                }
-                self.store.index_alias = value.to_owned();
-            }
-            "STORE__USERNAME" => self.store.username = non_empty(value),
-            "STORE__PASSWORD" => self.store.password = non_empty(value).map(Secret),
-            "STORE__PASSWORD_FILE" => self.store.password = Some(read_secret(name, value)?),
-            "STORE__API_KEY" => self.store.api_key = non_empty(value).map(Secret),
-            "STORE__API_KEY_FILE" => self.store.api_key = Some(read_secret(name, value)?),
-            "STORE__TIMEOUT_MS" => {
-                self.store.timeout_ms = parse(name, value, "number of milliseconds")?
-            }
-            "STORE__COMPRESSION" => self.store.compression = parse(name, value, "true or false")?,
-            "STORE__WRITE_BEHIND_CAPACITY" => {
-                self.store.write_behind_capacity = parse(name, value, "count")?
-            }
-            "STORE__WRITE_BEHIND_MAX_ATTEMPTS" => {
-                self.store.write_behind_max_attempts = parse(name, value, "positive count")?;
-                if self.store.write_behind_max_attempts == 0 {
-                    return Err(invalid(name, value, "positive count"));
-                }
-            }
-            "STORE__MAX_AGE_SECS" => {
-                self.store.max_age_secs = match non_empty(value) {
-                    None => None,
-                    Some(_) => match parse(name, value, "positive number of seconds")? {
-                        0 => return Err(invalid(name, value, "positive number of seconds")),
-                        seconds => Some(seconds),
-                    },
-                }
-            }
-            "MODEL__URL" => self.model.url = value.trim_end_matches('/').to_owned(),
-            "MODEL__TIMEOUT_MS" => {
-                self.model.timeout_ms = parse(name, value, "number of milliseconds")?
-            }
-            "MODEL__CONNECT_TIMEOUT_MS" => {
-                self.model.connect_timeout_ms = parse(name, value, "number of milliseconds")?
-            }
-            "MODEL__VERSION_REFRESH_MS" => {
-                self.model.version_refresh_ms = parse(name, value, "number of milliseconds")?
-            }
-            "MODEL__BREAKER_THRESHOLD" => {
-                self.model.breaker_threshold = parse(name, value, "positive count")?
-            }
-            "MODEL__BREAKER_COOL_DOWN_MS" => {
-                self.model.breaker_cool_down_ms = parse(name, value, "number of milliseconds")?
-            }
-            "LOG__FORMAT" => {
-                self.log.format = match value.trim() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => return Err(invalid(name, value, "log format (text or json)")),
-                }
-            }
-            // Baggage caps: read by `telemetry::init` with the `OTEL_*` variables.
-            "TELEMETRY__BAGGAGE_MAX_ENTRIES" | "TELEMETRY__BAGGAGE_MAX_BYTES" => {}
-            _ => return Err(ConfigurationError::UnknownSetting(name.to_owned())),
         }
         Ok(())
     }
@@ -432,59 +407,366 @@ impl ModelSettings {
     }
 }
 
-/// A secret value: never printed by `Debug` or `Display`; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+// Field parsers named by `deserialize_with` above: the rules a type alone does not say.
 
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+/// A count that must not be 0 (0 requests in flight would refuse every request).
+fn positive<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default + PartialEq,
+{
+    let count = T::deserialize(deserializer)?;
+    if count == T::default() {
+        return Err(de::Error::invalid_value(
+            Unexpected::Unsigned(0),
+            &"a positive count",
+        ));
     }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+    Ok(count)
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-fn parse<T: std::str::FromStr>(
-    name: &str,
-    value: &str,
-    expected: &'static str,
-) -> Result<T, ConfigurationError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| invalid(name, value, expected))
-}
-
-fn invalid(name: &str, value: &str, expected: &'static str) -> ConfigurationError {
-    ConfigurationError::InvalidValue {
-        name: name.to_owned(),
-        value: value.to_owned(),
-        expected,
+/// Seconds that, when set, must not be 0 (every stored prediction would be stale).
+fn optional_positive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(deserializer)? {
+        Some(0) => Err(de::Error::invalid_value(
+            Unexpected::Unsigned(0),
+            &"a positive number of seconds",
+        )),
+        seconds => Ok(seconds),
     }
 }
 
-fn non_empty(value: &str) -> Option<String> {
-    (!value.trim().is_empty()).then(|| value.trim().to_owned())
+/// The alias goes into request paths: only index-name characters.
+fn index_alias<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let alias = String::deserialize(deserializer)?;
+    let valid = !alias.is_empty()
+        && alias
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'))
+        && !alias.starts_with(['-', '_']);
+    if !valid {
+        return Err(de::Error::invalid_value(
+            Unexpected::Str(&alias),
+            &"an index name (a-z, 0-9, '-', '_')",
+        ));
+    }
+    Ok(alias)
 }
 
-fn read_secret(name: &str, path: &str) -> Result<Secret, ConfigurationError> {
-    std::fs::read_to_string(path)
-        .map(|text| Secret(text.trim_end_matches(['\r', '\n']).to_owned()))
-        .map_err(|source| ConfigurationError::SecretFile {
-            name: name.to_owned(),
-            path: path.to_owned(),
-            source,
+/// The model's base URL, without the trailing `/` that the client's paths add back.
+fn http_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    check_http_url(&url)?;
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// The store's URL, kept as written (its credentials are taken out by the store client).
+fn optional_http_url<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let url = Option::<String>::deserialize(deserializer)?;
+    if let Some(url) = &url {
+        check_http_url(url)?;
+    }
+    Ok(url)
+}
+
+/// Both clients speak HTTP only: any other URL would fail at the first call, reported as
+/// an unavailable dependency rather than as the setting it is.
+fn check_http_url<E: de::Error>(url: &str) -> Result<(), E> {
+    // `Unexpected::Other`, not the text: a URL may hold credentials.
+    match url::Url::parse(url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(()),
+        Ok(_) => Err(E::invalid_value(
+            Unexpected::Other("URL"),
+            &"an http or https URL with a host",
+        )),
+        Err(error) => Err(E::invalid_value(
+            Unexpected::Other("URL"),
+            &format!("an http or https URL ({error})").as_str(),
+        )),
+    }
+}
+
+/// The newtype name through which a secret asks the loader for its `_FILE` form: only
+/// fields parsed by [`secret`] accept a file, so `GATEWAY__MODEL__URL_FILE` stays a typo.
+const SECRET: &str = "Secret";
+
+/// A secret from its variable (empty: none) or from the file its `_FILE` variable names.
+fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretString>, D::Error> {
+    struct SecretVisitor;
+
+    impl<'de> Visitor<'de> for SecretVisitor {
+        type Value = Option<SecretString>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a secret")
+        }
+
+        fn visit_newtype_struct<D: Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            Ok(Option::<String>::deserialize(deserializer)?.map(SecretString::from))
+        }
+
+        /// The contents of a secret file, kept even when empty (the file was named on purpose).
+        fn visit_str<E: de::Error>(self, contents: &str) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(contents)))
+        }
+    }
+
+    deserializer.deserialize_newtype_struct(SECRET, SecretVisitor)
+}
+
+// The loader: serde over the variables, grouped by section then key, values parsed only
+// when the declared type asks (so a numeric password stays a string).
+
+/// One `GATEWAY__` variable, on its way into the setting it names.
+struct Variable {
+    /// The full name, for errors.
+    name: String,
+    /// The value, trimmed; for a `_FILE` variable, the path of the file.
+    value: String,
+    /// Whether the variable had the `_FILE` suffix.
+    from_file: bool,
+}
+
+/// Variables (or sections of them) by key, deserialized as a struct.
+struct Table<T>(BTreeMap<String, T>);
+
+/// What a [`Table`] holds: a section of variables, or one variable.
+trait Entry {
+    /// The variable an error about this entry names (for a section: its first).
+    fn variable(&self) -> &Variable;
+
+    /// The entry deserialized by `seed`, errors named after their variable.
+    fn deserialize<'de, S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, Rejection>;
+}
+
+impl Entry for Variable {
+    fn variable(&self) -> &Variable {
+        self
+    }
+
+    fn deserialize<'de, S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, Rejection> {
+        seed.deserialize(Value(&self))
+            .map_err(|rejection| Rejection::Named(rejection.named(&self.name)))
+    }
+}
+
+impl Entry for Table<Variable> {
+    fn variable(&self) -> &Variable {
+        self.0
+            .values()
+            .next()
+            .expect("a section exists because one of its variables is set")
+    }
+
+    fn deserialize<'de, S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, Rejection> {
+        seed.deserialize(self)
+    }
+}
+
+impl<'de, T: Entry> Deserializer<'de> for Table<T> {
+    type Error = Rejection;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Rejection> {
+        visitor.visit_map(Entries {
+            entries: self.0.into_iter(),
+            value: None,
         })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+/// The walk over a [`Table`].
+struct Entries<T> {
+    entries: btree_map::IntoIter<String, T>,
+    /// The entry whose key was just handed out.
+    value: Option<T>,
+}
+
+impl<'de, T: Entry> MapAccess<'de> for Entries<T> {
+    type Error = Rejection;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Rejection> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        let key: StringDeserializer<Rejection> = key.into_deserializer();
+        let key = seed
+            .deserialize(key)
+            .map_err(|rejection| Rejection::Named(rejection.named(&value.variable().name)))?;
+        self.value = Some(value);
+        Ok(Some(key))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Rejection> {
+        match self.value.take() {
+            Some(value) => value.deserialize(seed),
+            None => Err(de::Error::custom("a value after its key")),
+        }
+    }
+}
+
+/// One variable's value, parsed into whatever type its setting declares.
+struct Value<'a>(&'a Variable);
+
+impl Value<'_> {
+    /// The value, unless the variable named a file for a setting that is not a secret.
+    fn plain(&self) -> Result<&str, Rejection> {
+        if self.0.from_file {
+            return Err(Rejection::Unknown);
+        }
+        Ok(&self.0.value)
+    }
+
+    fn parse<T: std::str::FromStr>(&self, expected: &dyn Expected) -> Result<T, Rejection> {
+        self.plain()?
+            .parse()
+            .map_err(|_| de::Error::invalid_value(Unexpected::Other("value"), expected))
+    }
+}
+
+impl<'de> Deserializer<'de> for Value<'_> {
+    type Error = Rejection;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Rejection> {
+        visitor.visit_str(self.plain()?)
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Rejection> {
+        let value = self.parse(&visitor)?;
+        visitor.visit_bool(value)
+    }
+
+    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Rejection> {
+        let value = self.parse(&visitor)?;
+        visitor.visit_u16(value)
+    }
+
+    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Rejection> {
+        let value = self.parse(&visitor)?;
+        visitor.visit_u32(value)
+    }
+
+    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Rejection> {
+        let value = self.parse(&visitor)?;
+        visitor.visit_u64(value)
+    }
+
+    /// Set but empty counts as unset, as for the `OTEL_*` variables.
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Rejection> {
+        if self.plain()?.is_empty() {
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Rejection> {
+        let variant: StringDeserializer<Rejection> = self.plain()?.to_owned().into_deserializer();
+        visitor.visit_enum(variant)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Rejection> {
+        if name != SECRET || !self.0.from_file {
+            return visitor.visit_newtype_struct(self);
+        }
+        let path = &self.0.value;
+        let contents = std::fs::read_to_string(path).map_err(|source| {
+            Rejection::Named(ConfigurationError::SecretFile {
+                name: self.0.name.clone(),
+                path: path.clone(),
+                source,
+            })
+        })?;
+        // The line end an editor or `echo` leaves is not part of the secret.
+        visitor.visit_str(contents.trim_end_matches(['\r', '\n']))
+    }
+
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i64 i128 u8 u128 f32 f64 char str string bytes byte_buf unit unit_struct
+        seq tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+/// Why a variable was refused, before the walk over the variables names it.
+#[derive(Debug)]
+enum Rejection {
+    /// The variable names no setting.
+    Unknown,
+    /// The value does not parse; what was expected.
+    Invalid(String),
+    /// Already named after its variable.
+    Named(ConfigurationError),
+}
+
+impl Rejection {
+    /// The error, named after `name` unless a variable deeper in the walk named it.
+    fn named(self, name: &str) -> ConfigurationError {
+        match self {
+            Self::Unknown => ConfigurationError::UnknownSetting(name.to_owned()),
+            Self::Invalid(expected) => ConfigurationError::InvalidValue {
+                name: name.to_owned(),
+                expected,
+            },
+            Self::Named(error) => error,
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown => f.write_str("not a gateway setting"),
+            Self::Invalid(expected) => write!(f, "expected {expected}"),
+            Self::Named(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl de::Error for Rejection {
+    fn custom<T: fmt::Display>(message: T) -> Self {
+        Self::Invalid(message.to_string())
+    }
+
+    // What was found is left out of every message: it may be a credential.
+    fn invalid_type(_found: Unexpected<'_>, expected: &dyn Expected) -> Self {
+        Self::Invalid(expected.to_string())
+    }
+
+    fn invalid_value(_found: Unexpected<'_>, expected: &dyn Expected) -> Self {
+        Self::Invalid(expected.to_string())
+    }
+
+    fn unknown_variant(_variant: &str, expected: &'static [&'static str]) -> Self {
+        Self::Invalid(format!("one of {}", expected.join(", ")))
+    }
+
+    fn unknown_field(_field: &str, _expected: &'static [&'static str]) -> Self {
+        Self::Unknown
+    }
 }
 
 /// The address a client should use for a bound socket (`0.0.0.0` shown as loopback).
@@ -499,6 +781,7 @@ pub fn client_address(address: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -588,6 +871,226 @@ mod tests {
         let settings =
             Settings::from_vars(vars(&[("GATEWAY__STORE__PASSWORD", "hunter2")])).unwrap();
         assert!(!format!("{settings:?}").contains("hunter2"));
-        assert_eq!(settings.store.password.unwrap().expose(), "hunter2");
+        assert_eq!(settings.store.password.unwrap().expose_secret(), "hunter2");
+    }
+
+    /// A file of the test's own, removed when dropped.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &str) -> Self {
+            let path = std::env::temp_dir()
+                .join(format!("gateway-settings-{}-{name}", std::process::id()));
+            std::fs::write(&path, contents).unwrap();
+            Self(path)
+        }
+
+        fn path(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn every_setting_has_its_documented_default() {
+        let Settings {
+            server,
+            store,
+            model,
+            log,
+            ..
+        } = Settings::from_vars(vars(&[])).unwrap();
+        assert_eq!(server.bind_address(), "127.0.0.1:8080");
+        assert_eq!(server.request_timeout(), Duration::from_secs(10));
+        assert_eq!(server.max_in_flight, 512);
+        assert_eq!(server.max_body_bytes, 262_144);
+        assert_eq!(server.max_batch_size, 1_000);
+        assert_eq!(server.header_read_timeout(), Duration::from_secs(10));
+        assert_eq!(server.idle_timeout(), Duration::from_secs(60));
+        assert_eq!(server.max_connections, 10_000);
+        assert_eq!(server.shutdown_drain_delay(), Duration::from_secs(5));
+        assert_eq!(server.shutdown_grace(), Duration::from_secs(15));
+        assert!(store.username.is_none() && store.password.is_none() && store.api_key.is_none());
+        assert_eq!(store.timeout(), Duration::from_secs(2));
+        assert!(!store.compression);
+        assert_eq!(store.write_behind_capacity, 10_000);
+        assert_eq!(store.write_behind_max_attempts, 8);
+        assert_eq!(model.timeout(), Duration::from_secs(5));
+        assert_eq!(model.connect_timeout(), Duration::from_secs(1));
+        assert_eq!(model.version_refresh(), Duration::from_secs(5));
+        assert_eq!(model.breaker_threshold, 5);
+        assert_eq!(model.breaker_cool_down(), Duration::from_secs(5));
+        assert_eq!(log.format, LogFormat::Text);
+        let default = Settings::default();
+        assert_eq!(default.model.url, model.url);
+        assert_eq!(default.server.port, server.port);
+    }
+
+    #[test]
+    fn durations_parse_from_whole_milliseconds() {
+        let settings = Settings::from_vars(vars(&[
+            ("GATEWAY__SERVER__REQUEST_TIMEOUT_MS", " 1500 "),
+            ("GATEWAY__MODEL__TIMEOUT_MS", "250"),
+            ("GATEWAY__MODEL__BREAKER_COOL_DOWN_MS", "75"),
+            ("GATEWAY__STORE__TIMEOUT_MS", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            settings.server.request_timeout(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(settings.model.timeout(), Duration::from_millis(250));
+        assert_eq!(
+            settings.model.breaker_cool_down(),
+            Duration::from_millis(75)
+        );
+        assert_eq!(settings.store.timeout(), Duration::ZERO);
+        for value in ["1.5", "2s", "-1", ""] {
+            let error = Settings::from_vars(vars(&[("GATEWAY__SERVER__IDLE_TIMEOUT_MS", value)]))
+                .unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("GATEWAY__SERVER__IDLE_TIMEOUT_MS"),
+                "{value:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_url_is_rejected_at_load_naming_its_variable() {
+        let cases = [
+            ("GATEWAY__MODEL__URL", "not a url", "no scheme"),
+            (
+                "GATEWAY__MODEL__URL",
+                "127.0.0.1:8001",
+                "host taken for a scheme",
+            ),
+            ("GATEWAY__MODEL__URL", "ftp://127.0.0.1/", "not HTTP"),
+            (
+                "GATEWAY__STORE__URL",
+                "localhost:9200",
+                "host taken for a scheme",
+            ),
+            ("GATEWAY__STORE__URL", "http://", "no host"),
+            (
+                "GATEWAY__STORE__URL",
+                "https://user:hunter2@[::1",
+                "bad host, with credentials",
+            ),
+        ];
+        for (name, value, description) in cases {
+            let error = Settings::from_vars(vars(&[(name, value)])).unwrap_err();
+            assert!(
+                matches!(&error, ConfigurationError::InvalidValue { name: n, .. } if n == name),
+                "{description}: {error:?}"
+            );
+            assert!(
+                !error.to_string().contains("hunter2"),
+                "{description}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_variables_are_rejected_by_name() {
+        let cases = [
+            ("GATEWAY__SERVER__PROT", "a typo in the key"),
+            ("GATEWAY__SERVR__PORT", "a typo in the section"),
+            ("GATEWAY__PORT", "no section"),
+            ("GATEWAY__server__port", "lower case"),
+            ("GATEWAY__SERVER__PORT__X", "one level too deep"),
+            (
+                "GATEWAY__MODEL__URL_FILE",
+                "a file for a setting that is not a secret",
+            ),
+            (
+                "GATEWAY__TELEMETRY__BAGGAGE_MAX_ITEMS",
+                "a typo in a telemetry cap",
+            ),
+        ];
+        for (name, description) in cases {
+            let error = Settings::from_vars(vars(&[(name, "1")])).unwrap_err();
+            assert!(
+                matches!(&error, ConfigurationError::UnknownSetting(n) if n == name),
+                "{description}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_baggage_caps_read_by_telemetry_are_let_through() {
+        Settings::from_vars(vars(&[
+            ("GATEWAY__TELEMETRY__BAGGAGE_MAX_ENTRIES", "3"),
+            ("GATEWAY__TELEMETRY__BAGGAGE_MAX_BYTES", "512"),
+        ]))
+        .unwrap();
+    }
+
+    #[test]
+    fn values_are_parsed_by_their_declared_type() {
+        let settings = Settings::from_vars(vars(&[
+            ("GATEWAY__STORE__COMPRESSION", "true"),
+            ("GATEWAY__STORE__PASSWORD", "12345"),
+            ("GATEWAY__STORE__USERNAME", ""),
+            ("GATEWAY__LOG__FORMAT", "json"),
+        ]))
+        .unwrap();
+        assert!(settings.store.compression);
+        assert_eq!(settings.store.password.unwrap().expose_secret(), "12345");
+        assert!(settings.store.username.is_none());
+        assert_eq!(settings.log.format, LogFormat::Json);
+        for (name, value) in [
+            ("GATEWAY__LOG__FORMAT", "xml"),
+            ("GATEWAY__STORE__COMPRESSION", "yes"),
+            ("GATEWAY__SERVER__MAX_IN_FLIGHT", "0"),
+            ("GATEWAY__STORE__WRITE_BEHIND_MAX_ATTEMPTS", "0"),
+        ] {
+            let error = Settings::from_vars(vars(&[(name, value)])).unwrap_err();
+            assert!(error.to_string().contains(name), "{name}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_secret_is_read_from_the_file_its_file_variable_names() {
+        let file = TempFile::new("api-key", "aWQ6a2V5\n");
+        let password = TempFile::new("password", "from-file\r\n");
+        let settings = Settings::from_vars(vars(&[
+            ("GATEWAY__STORE__API_KEY_FILE", &file.path()),
+            ("GATEWAY__STORE__PASSWORD", "from-variable"),
+            ("GATEWAY__STORE__PASSWORD_FILE", &password.path()),
+        ]))
+        .unwrap();
+        assert_eq!(settings.store.api_key.unwrap().expose_secret(), "aWQ6a2V5");
+        assert_eq!(
+            settings.store.password.unwrap().expose_secret(),
+            "from-file"
+        );
+
+        let missing = format!("{}.missing", file.path());
+        let error =
+            Settings::from_vars(vars(&[("GATEWAY__STORE__PASSWORD_FILE", &missing)])).unwrap_err();
+        assert!(
+            matches!(&error, ConfigurationError::SecretFile { name, .. } if name == "GATEWAY__STORE__PASSWORD_FILE"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn debug_prints_no_secret() {
+        let file = TempFile::new("debug", "from-a-file");
+        let settings = Settings::from_vars(vars(&[
+            ("GATEWAY__STORE__PASSWORD", "hunter2"),
+            ("GATEWAY__STORE__API_KEY_FILE", &file.path()),
+        ]))
+        .unwrap();
+        let printed = format!("{settings:?} {settings:#?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("from-a-file"), "{printed}");
     }
 }

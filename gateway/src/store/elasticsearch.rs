@@ -24,6 +24,7 @@ use opentelemetry_semantic_conventions::attribute::{
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -262,9 +263,9 @@ impl ElasticsearchStore {
             ));
         }
         let authorization = if let Some(api_key) = &settings.api_key {
-            Some(format!("ApiKey {}", api_key.expose()))
+            Some(format!("ApiKey {}", api_key.expose_secret()))
         } else if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
-            Some(basic_authorization(user, password.expose()))
+            Some(basic_authorization(user, password.expose_secret()))
         } else {
             (!url_user.is_empty()).then(|| basic_authorization(&url_user, &url_password))
         };
