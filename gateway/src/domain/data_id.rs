@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 /// The identifier of a data row whose prediction is asked for.
 ///

@@ -43,7 +43,7 @@ pub async fn openapi() -> Json<&'static OpenApi> {
             `MethodNotAllowed`)."
     ),
     components(schemas(ErrorBody)),
-    modifiers(&ApiHeaders, &Fallbacks)
+    modifiers(&Fallbacks)
 )]
 pub(super) struct ApiDoc;
 
@@ -228,7 +228,9 @@ impl Modify for ApiHeaders {
 
 /// The operations of a path item (the router serves GET and POST only).
 fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
-    [item.get.as_mut(), item.post.as_mut()].into_iter().flatten()
+    [item.get.as_mut(), item.post.as_mut()]
+        .into_iter()
+        .flatten()
 }
 
 /// The answers of the router's fallbacks, as reusable responses (`RouteNotFound`,
@@ -254,5 +256,8 @@ impl Modify for Fallbacks {
 
 /// The whole document: [`ApiDoc`] with the operations of `routes`.
 pub(super) fn document(routes: OpenApi) -> OpenApi {
-    ApiDoc::openapi().merge_from(routes)
+    let mut document = ApiDoc::openapi().merge_from(routes);
+    // After the merge: `ApiDoc`'s own modifiers run before it has any operation.
+    ApiHeaders.modify(&mut document);
+    document
 }
