@@ -127,14 +127,23 @@ async fn every_error_a_route_declares_is_documented_with_its_status_code_and_hea
     }
 }
 
+/// A request to send: description, method, path, documented path, content type, body.
+type Probe = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    String,
+);
+
 #[tokio::test]
 async fn every_answer_to_a_probe_is_documented_for_its_route() {
     // Arrange: no model service, so the routes answer their failures too.
     let app = spawn_app(TestOptions::with_model(ModelBackend::Down)).await;
     let document: Value = app.get("/openapi.json").await.json().await.unwrap();
     let big = format!(r#"{{"data_id": "{}"}}"#, "a".repeat(300 * 1024));
-    // (description, method, path, documented path, content type, body)
-    let probes: [(&str, &str, &str, &str, Option<&str>, String); 14] = [
+    let probes: [Probe; 14] = [
         (
             "a valid id, model down",
             "post",
