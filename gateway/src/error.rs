@@ -83,15 +83,21 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The JSON error body (`Error` in the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
+/// The error itself.
+#[derive(Serialize, utoipa::ToSchema)]
 struct ErrorDetail<'a> {
+    /// Machine-readable cause, e.g. `model_unavailable`; each route's responses list theirs.
     code: &'a str,
+    /// What to fix (4xx) or a fixed sentence (5xx).
     message: String,
+    /// The trace of the request (32 hex); quote it when reporting a 5xx.
     trace_id: String,
 }
 
@@ -153,6 +159,13 @@ impl ApiError {
             ),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
+    }
+
+    /// Status, code and whether `Retry-After` is set: what the OpenAPI document says of
+    /// this error.
+    pub fn documented_parts(&self) -> (StatusCode, &'static str, bool) {
+        let (status, code, retry_after) = self.parts();
+        (status, code, retry_after.is_some())
     }
 
     /// The machine-readable code of the JSON error body (also used per item of a batch).

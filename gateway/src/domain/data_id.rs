@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
 /// The identifier of a data row whose prediction is asked for.
 ///
 /// Only ids that could name a row are accepted: 1 to [`DataId::MAX_LEN`] bytes
@@ -54,6 +57,10 @@ impl DataId {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The rules of [`DataId::parse`] as a regular expression, for the OpenAPI document
+    /// (all but "not dots only", which a pattern without look-ahead cannot say).
+    const PATTERN: &str = "^[A-Za-z0-9_.:-]+$";
+
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -71,6 +78,23 @@ impl AsRef<str> for DataId {
         &self.0
     }
 }
+
+/// Written by hand rather than derived so the schema states the limits `parse` enforces.
+impl utoipa::PartialSchema for DataId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(Self::MAX_LEN))
+            .pattern(Some(Self::PATTERN))
+            .description(Some(
+                "A row id: ASCII letters, digits, '-', '_', '.', ':'; not dots only",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DataId {}
 
 #[cfg(test)]
 mod tests {

@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::DataId;
 
 /// The model that made (or would make) a prediction, as the model service names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[schema(as = Model)]
 pub struct ModelInfo {
     /// Model name, first part of the cache key.
     pub name: String,
@@ -22,7 +24,7 @@ pub struct ModelInfo {
 }
 
 /// What the model answered for one row, as the model gives it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Prediction {
     /// Predicted class.
     pub label: String,
@@ -85,7 +87,7 @@ impl PredictionKey {
 }
 
 /// How a prediction was obtained (`cache` in the response, `ml.cache.result` on spans).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheResult {
     /// Found in the store for the live model version.

@@ -11,7 +11,8 @@ use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::configuration::ServerSettings;
 use crate::domain::{CACHE_IDENTIFIER, CacheStatus, RequestDirectives};
@@ -20,7 +21,10 @@ use crate::metrics::Metrics;
 use crate::middleware;
 use crate::prediction_service::PredictionService;
 
-pub use openapi::OPENAPI_DOCUMENT;
+pub use openapi::{DeclaredErrors, body_errors, fallback_errors, layer_errors};
+pub use predict::PredictErrors;
+pub use predict_batch::PredictBatchErrors;
+pub use predictions::GetPredictionErrors;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -33,37 +37,40 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
 }
 
-/// Every (method, path) the router serves; the OpenAPI test checks the document
-/// against this table and the table against the router.
-pub const ROUTES: [(&str, &str); 6] = [
-    ("post", "/v1/predict"),
-    ("post", "/v1/predict/batch"),
-    ("get", "/v1/predictions/{data_id}"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/openapi.json"),
-];
+/// The API routes, each declared once: `routes!` takes the path, the method and the
+/// OpenAPI operation from the handler's `#[utoipa::path]`.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(predict::predict))
+        .routes(routes!(predict_batch::predict_batch))
+        .routes(routes!(predictions::get_prediction))
+}
+
+/// The operational routes, declared the same way.
+fn operational_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(openapi::openapi))
+}
 
 /// The full router: the API behind the layer stack, operational routes outside it
 /// (probes are neither traced nor shed, so they answer under load).
 pub fn router(state: AppState, settings: &ServerSettings, metrics: Metrics) -> Router {
-    let api = Router::new()
-        .route("/v1/predict", post(predict::predict))
-        .route("/v1/predict/batch", post(predict_batch::predict_batch))
-        .route(
-            "/v1/predictions/{data_id}",
-            get(predictions::get_prediction),
-        )
+    let (api, _) = api_routes().split_for_parts();
+    let api = api
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed);
     let api = middleware::apply(api, settings, metrics);
     // The operational routes answer a wrong method with the API's JSON error too.
-    let operational = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/openapi.json", get(openapi::openapi))
-        .method_not_allowed_fallback(method_not_allowed);
+    let (operational, _) = operational_routes().split_for_parts();
+    let operational = operational.method_not_allowed_fallback(method_not_allowed);
     operational.merge(api).with_state(state)
+}
+
+/// The OpenAPI document of every route [`router`] serves, from the same declarations.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::document(api_routes().merge(operational_routes()).into_openapi())
 }
 
 async fn route_not_found() -> ApiError {

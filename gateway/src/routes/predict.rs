@@ -1,27 +1,33 @@
 //! `POST /v1/predict`: the cached prediction of one data id, or a computed one, as the
 //! request's `Cache-Control` allows; the answer says how in `Cache-Status`.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Response};
 
+use super::openapi::{DeclaredErrors, body_errors, error_responses, layer_errors, model_errors};
 use super::{AppState, cache_status_header, request_directives};
-use crate::domain::{CacheResult, DataId, ModelInfo, Prediction};
+use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction};
 use crate::error::{ApiError, current_trace_id};
 use crate::prediction_service::Outcome;
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct PredictRequest {
     /// The row to predict.
+    #[schema(value_type = DataId)]
     data_id: String,
 }
 
 /// A prediction as clients receive it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PredictionResponse {
     /// The row.
     pub data_id: String,
@@ -33,7 +39,7 @@ pub struct PredictionResponse {
     pub cache: CacheResult,
     /// When the model computed it.
     pub created_at: DateTime<Utc>,
-    /// The trace of this request.
+    /// The trace of this request (32 hex).
     pub trace_id: String,
 }
 
@@ -51,8 +57,42 @@ impl From<Outcome> for PredictionResponse {
     }
 }
 
+/// The error answers of `POST /v1/predict`.
+pub struct PredictErrors;
+
+impl DeclaredErrors for PredictErrors {
+    fn errors() -> Vec<ApiError> {
+        let own = [
+            ApiError::InvalidDataId(DataIdError::ForbiddenCharacter),
+            ApiError::UnknownDataId,
+            ApiError::NotCached,
+        ];
+        [layer_errors(), body_errors(), model_errors(), own.into()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+impl utoipa::IntoResponses for PredictErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        error_responses(&Self::errors())
+    }
+}
+
 /// Serves the prediction of one data id, honouring the request's `Cache-Control`
 /// directives and answering with `Cache-Status`.
+#[utoipa::path(
+    post,
+    path = "/v1/predict",
+    operation_id = "predict",
+    summary = "The cached prediction of one data id, or compute, store and return it",
+    request_body = PredictRequest,
+    responses(
+        (status = 200, description = "The prediction", body = PredictionResponse),
+        PredictErrors,
+    ),
+)]
 pub async fn predict(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,26 +1,33 @@
 //! `POST /v1/predict/batch`: the predictions of up to `max_batch_size` ids in one request,
 //! as the request's `Cache-Control` allows; one `Cache-Status` for the batch.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Response};
 
+use super::openapi::{DeclaredErrors, body_errors, error_responses, layer_errors, model_errors};
 use super::{AppState, cache_status_header, request_directives};
-use crate::domain::{CacheResult, DataId, ModelInfo, Prediction};
+use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction};
 use crate::error::{ApiError, current_trace_id};
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = PredictBatchRequest)]
 struct BatchRequest {
-    /// The rows to predict.
+    /// The rows to predict: 1 to `GATEWAY__SERVER__MAX_BATCH_SIZE` (default 1,000) ids.
+    #[schema(value_type = Vec<DataId>, min_items = 1)]
     data_ids: Vec<String>,
 }
 
 /// One prediction of a batch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchItem {
     /// The row.
     pub data_id: String,
@@ -35,18 +42,20 @@ pub struct BatchItem {
 }
 
 /// An id of a batch that got no prediction, and why (the codes of the JSON error body).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchItemError {
     /// The row.
     pub data_id: String,
-    /// Machine-readable cause, e.g. `model_unavailable`.
+    /// The code of the JSON error body the id would have got alone, e.g.
+    /// `model_unavailable`, `model_timeout`; `not_cached` under `only-if-cached`.
     pub code: &'static str,
     /// What happened, for people.
     pub message: String,
 }
 
 /// The batch response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PredictBatchResponse)]
 pub struct BatchResponse {
     /// One item per id that got a prediction, in the order asked (duplicates once).
     pub predictions: Vec<BatchItem>,
@@ -58,9 +67,56 @@ pub struct BatchResponse {
     pub trace_id: String,
 }
 
+/// The error answers of `POST /v1/predict/batch`: only when no id can be served does the
+/// whole batch fail.
+pub struct PredictBatchErrors;
+
+impl DeclaredErrors for PredictBatchErrors {
+    fn errors() -> Vec<ApiError> {
+        let own = [
+            ApiError::InvalidBatchDataId {
+                index: 0,
+                error: DataIdError::ForbiddenCharacter,
+            },
+            ApiError::InvalidBody("data_ids must hold 1 to 1000 ids; it holds 0".into()),
+            ApiError::NotCached,
+        ];
+        [layer_errors(), body_errors(), model_errors(), own.into()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+impl utoipa::IntoResponses for PredictBatchErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        error_responses(&Self::errors())
+    }
+}
+
 /// Serves the predictions of several ids, honouring the request's `Cache-Control`
 /// directives for every id; `Cache-Status` describes the batch (see
 /// [`crate::prediction_service::BatchOutcome::status`]), each item's `cache` the item.
+#[utoipa::path(
+    post,
+    path = "/v1/predict/batch",
+    operation_id = "predict_batch",
+    summary = "The predictions of up to 1,000 ids: one multi-get, one batched model call \
+        for the misses, one bulk write",
+    request_body = BatchRequest,
+    responses(
+        (
+            status = 200,
+            description = "The predictions that could be served, in the order asked \
+                (duplicates once), the unknown ids, and the ids whose prediction could not \
+                be computed with their error code (e.g. stored predictions are served while \
+                the model service is down). Only when no id can be served does the whole \
+                batch fail with the error's status.",
+            body = BatchResponse,
+        ),
+        PredictBatchErrors,
+    ),
+)]
 pub async fn predict_batch(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,18 +1,64 @@
 //! `GET /v1/predictions/{data_id}`: the stored prediction for the live model; never computes.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
+use utoipa::openapi::{RefOr, Response};
+
+use super::openapi::{DeclaredErrors, error_responses, layer_errors, model_errors};
 use super::predict::PredictionResponse;
 use super::{AppState, cache_status_header, request_directives};
-use crate::domain::DataId;
+use crate::domain::{DataId, DataIdError};
 use crate::error::ApiError;
+use crate::store::StoreError;
+
+/// The error answers of `GET /v1/predictions/{data_id}`: it reads the live model from the
+/// model service, then the store, which it cannot do without.
+pub struct GetPredictionErrors;
+
+impl DeclaredErrors for GetPredictionErrors {
+    fn errors() -> Vec<ApiError> {
+        let own = [
+            ApiError::InvalidPath("invalid UTF-8 in path parameter".into()),
+            ApiError::InvalidDataId(DataIdError::ForbiddenCharacter),
+            ApiError::PredictionNotFound,
+            ApiError::Store(StoreError::Unreachable("connection refused".into())),
+        ];
+        [layer_errors(), model_errors(), own.into()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+impl utoipa::IntoResponses for GetPredictionErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        error_responses(&Self::errors())
+    }
+}
 
 /// Reads the stored prediction of one data id: `Cache-Status: inference-gateway; hit`, or
 /// 404 `prediction_not_found` with `detail=not-cached`. The request is `only-if-cached` by
 /// nature; its `max-age` (and `no-cache`, which no stored prediction satisfies) apply.
+#[utoipa::path(
+    get,
+    path = "/v1/predictions/{data_id}",
+    operation_id = "get_prediction",
+    summary = "The stored prediction for the live model version; never calls the model",
+    params(("data_id" = DataId, Path, description = "The row")),
+    responses(
+        (
+            status = 200,
+            description = "The stored prediction (`cache` is always `hit`)",
+            body = PredictionResponse,
+        ),
+        GetPredictionErrors,
+    ),
+)]
 pub async fn get_prediction(
     State(state): State<AppState>,
     headers: HeaderMap,
