@@ -2,6 +2,7 @@
 //! declarations, the types they exchange and the error answers each route declares.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::LazyLock;
 
 use axum::Json;
@@ -79,10 +80,24 @@ pub fn body_errors() -> Vec<ApiError> {
 /// read from it before any store lookup.
 pub(super) fn model_errors() -> Vec<ApiError> {
     vec![
-        ApiError::Model(ModelClientError::Unavailable("connection refused".into())),
-        ApiError::Model(ModelClientError::Timeout),
-        ApiError::Model(ModelClientError::BadAnswer("answered 500".into())),
+        ApiError::Model(ModelClientError::Unreachable(transport_error())),
+        ApiError::Model(ModelClientError::Timeout(transport_error())),
+        ApiError::Model(ModelClientError::UnexpectedStatus {
+            status: 500,
+            body: String::new(),
+        }),
     ]
+}
+
+/// A transport error to build the documented errors that wrap one (only their status,
+/// code and headers go into the document). reqwest errors have no public constructor, so
+/// a request that cannot be built stands in.
+pub(super) fn transport_error() -> Arc<reqwest::Error> {
+    let error = reqwest::Client::new()
+        .get("http://documented.invalid:no-port/")
+        .build()
+        .expect_err("a URL with a non-numeric port cannot be built");
+    Arc::new(error)
 }
 
 /// What the router answers outside every route: no such path, no such method.

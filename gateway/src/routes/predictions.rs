@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use utoipa::openapi::{RefOr, Response};
 
-use super::openapi::{DeclaredErrors, error_responses, layer_errors, model_errors};
+use super::openapi::{
+    DeclaredErrors, error_responses, layer_errors, model_errors, transport_error,
+};
 use super::predict::PredictionResponse;
 use super::{AppState, cache_status_header, request_directives};
 use crate::domain::{DataId, DataIdError};
@@ -26,7 +28,7 @@ impl DeclaredErrors for GetPredictionErrors {
             ApiError::InvalidPath("invalid UTF-8 in path parameter".into()),
             ApiError::InvalidDataId(DataIdError::ForbiddenCharacter),
             ApiError::PredictionNotFound,
-            ApiError::Store(StoreError::Unreachable("connection refused".into())),
+            ApiError::Store(StoreError::Unreachable(transport_error())),
         ];
         [layer_errors(), model_errors(), own.into()]
             .into_iter()
