@@ -200,12 +200,6 @@ impl ModelClient {
         self.call(reqwest::Method::GET, "/model", None).await
     }
 
-    /// `GET /health`: whether the service can predict (readiness).
-    pub async fn health(&self) -> Result<(), ModelClientError> {
-        let _: serde_json::Value = self.call(reqwest::Method::GET, "/health", None).await?;
-        Ok(())
-    }
-
     /// Runs a prediction call through the circuit breaker. Version reads and readiness
     /// checks are not guarded: they are how the gateway notices the service is back.
     /// If this future is dropped mid-call, the permit reports on drop (see

@@ -1,11 +1,12 @@
 """The real gateway binary on the test bed: built once per session with cargo,
-started on a free loopback port in front of a model service, a search node and a
-collector of the test's choosing; signalled as an orchestrator would."""
+started on port 0 (it prints the address it bound) in front of a model service, a
+search node and a collector of the test's choosing; signalled as an orchestrator would."""
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -13,9 +14,11 @@ from pathlib import Path
 import requests
 
 from harness.collector import NO_TELEMETRY_ENV, Collector, otel_env
-from harness.ports import free_port
 from harness.process import ManagedProcess
 from harness.provisioning import REPO_ROOT
+
+# The stable line `main.rs` prints once the listener is bound, for scripts and this harness.
+_LISTENING = re.compile(r"gateway listening on (http://\S+)")
 
 
 @functools.cache
@@ -64,9 +67,9 @@ class Gateway:
         for the gateway alone: `prlimit` sets it on itself and then execs the binary,
         so the process the harness signals is the gateway.
         """
-        port = free_port()
         env = {
-            "GATEWAY__SERVER__PORT": str(port),
+            # The kernel picks the port; the gateway prints what it bound.
+            "GATEWAY__SERVER__PORT": "0",
             "GATEWAY__MODEL__URL": model_url,
             "RUST_LOG": "info",
             # No load balancer sits in front of a test gateway: stop without the drain delay
@@ -86,8 +89,11 @@ class Gateway:
         if open_files_limit is not None:
             argv = ["prlimit", f"--nofile={open_files_limit}:{open_files_limit}", "--", *argv]
         process = ManagedProcess(name, argv, env=env, log_dir=work_dir / "logs").start()
-        url = f"http://127.0.0.1:{port}"
-
+        url = process.wait_for_line(
+            _listening_url,
+            f"{name} to print the address it listens on",
+            timeout=timeout,
+        )
         process.wait_until_ready(
             lambda: requests.get(f"{url}/healthz", timeout=2).status_code == 200,
             f"{name} at {url} to answer /healthz",
@@ -117,3 +123,8 @@ class Gateway:
 
     def stop(self) -> int | None:
         return self.process.stop()
+
+
+def _listening_url(line: str) -> str | None:
+    match = _LISTENING.fullmatch(line)
+    return match[1] if match else None

@@ -1,10 +1,12 @@
 """The real model service on the test bed: a model trained once per session and copied into
-each work folder, served by `opentelemetry-instrument python -m model_service` on a free port."""
+each work folder, served by `opentelemetry-instrument python -m model_service` on port 0 (it
+logs the address it bound)."""
 
 from __future__ import annotations
 
 import atexit
 import functools
+import json
 import secrets
 import shutil
 import tempfile
@@ -14,7 +16,6 @@ from pathlib import Path
 import requests
 
 from harness.collector import NO_TELEMETRY_ENV, Collector, otel_env
-from harness.ports import free_port
 from harness.process import ManagedProcess
 
 # Generating the 120,000-row feature store and training take ~5 s on the bed's two cores.
@@ -128,12 +129,12 @@ def start_model_service(
     """
     model_dir = train_model(venv_bin, work_dir)
     _, data_dir = _service_dirs(work_dir)
-    port = free_port()
     # Random per start, so no test can pass by a token it did not get from this object.
     admin_token = secrets.token_urlsafe(24)
     env = {
         "MODEL_SERVICE__HOST": "127.0.0.1",
-        "MODEL_SERVICE__PORT": str(port),
+        # The kernel picks the port; the service logs what it bound.
+        "MODEL_SERVICE__PORT": "0",
         "MODEL_SERVICE__MODEL_DIR": str(model_dir),
         "MODEL_SERVICE__DATA_DIR": str(data_dir),
         "MODEL_SERVICE__ADMIN_TOKEN": admin_token,
@@ -147,8 +148,10 @@ def start_model_service(
         env=env,
         log_dir=work_dir / "logs",
     ).start()
-    url = f"http://127.0.0.1:{port}"
-
+    url = process.wait_for_line(_listening_url, f"{name} to log the address it listens on", timeout=timeout)
+    # The same command started again (faults/fault_bed.py's `start_again`, a restart after a
+    # kill) must come back at this address, which the gateways under test were given.
+    process.env["MODEL_SERVICE__PORT"] = url.rsplit(":", 1)[1]
     process.wait_until_ready(
         lambda: requests.get(f"{url}/health", timeout=2).status_code == 200,
         f"{name} at {url} to answer /health with 200",
@@ -180,6 +183,17 @@ def _run_training(name: str, argv: list[Path | str], work_dir: Path, telemetry_e
         training.stop()
     if exit_code != 0:
         raise RuntimeError(f"{name} failed ({exit_code}):\n{training.log_text()[-4000:]}")
+
+
+def _listening_url(line: str) -> str | None:
+    """The `url` of the service's JSON log record "model service listening" (`__main__.py`)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None  # not every line of the output is a log record (a warning, a traceback)
+    if isinstance(record, dict) and record.get("message") == "model service listening":
+        return record["url"]
+    return None
 
 
 def _has_version(model_dir: Path) -> bool:

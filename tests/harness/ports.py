@@ -1,4 +1,6 @@
-"""Free loopback ports for the processes the harness starts."""
+"""Free loopback ports for the programs that must be told a port number up front: the search
+node (HTTP and transport, kept for its restart on the same data) and the collector (its config).
+The gateway and the model service bind port 0 and print the address instead."""
 
 import socket
 

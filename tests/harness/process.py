@@ -12,12 +12,15 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from harness.polling import poll_until
 
 _registry: list[ManagedProcess] = []
 _started: list[ManagedProcess] = []
 _registry_lock = threading.Lock()
+
+T = TypeVar("T")
 
 
 class ManagedProcess:
@@ -39,6 +42,9 @@ class ManagedProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         self._popen: subprocess.Popen[bytes] | None = None
+        # Where this start's output begins: a program started again under the same name
+        # appends to the same log, and an earlier run's lines must not be read as its own.
+        self._output_offset = 0
 
     @property
     def pid(self) -> int | None:
@@ -47,6 +53,7 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         """Start the program, its output going to `log_path`; register it for cleanup."""
         with open(self.log_path, "ab") as log:
+            self._output_offset = log.tell()
             self._popen = subprocess.Popen(
                 self.argv,
                 env=self.env,
@@ -74,6 +81,27 @@ class ManagedProcess:
 
         if poll_until(ready, description, timeout=timeout) is exited:
             raise RuntimeError(f"{self.name} exited before {description}:\n{self.log_text()[-4000:]}")
+
+    def wait_for_line(self, parse: Callable[[str], T | None], description: str, timeout: float) -> T:
+        """The first value other than None that `parse` returns for a complete line this start
+        wrote (e.g. the address a program bound on port 0 and printed); fails as
+        `wait_until_ready` does."""
+        found: list[T] = []
+
+        def printed() -> bool:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._output_offset)
+                output = log.read().decode(errors="replace")
+            # The last piece has no newline yet: it may still be half written.
+            for line in output.split("\n")[:-1]:
+                value = parse(line)
+                if value is not None:
+                    found.append(value)
+                    return True
+            return False
+
+        self.wait_until_ready(printed, description, timeout)
+        return found[0]
 
     def is_running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None

@@ -9,7 +9,8 @@ use gateway::store::PredictionStore;
 use serde_json::Value;
 
 use crate::helpers::{
-    MockAnswer, MockModelService, StoreCall, TestApp, TestOptions, error_code, spawn_app,
+    MockAnswer, MockModelService, StoreCall, TestApp, TestOptions, error_code, poll_until,
+    spawn_app,
 };
 
 /// The mock's model before any switch.
@@ -80,7 +81,7 @@ async fn a_retrained_run_under_the_same_version_label_never_answers_from_the_old
     assert_eq!(again["cache"], "miss");
     assert_eq!(again["model"]["version"], "1");
     assert_eq!(again["model"]["run_id"], "run-1-retrained");
-    assert_eq!(model.predict_calls(), 3);
+    assert_eq!(model.predict_calls().await, 3);
 }
 
 #[tokio::test]
@@ -96,14 +97,12 @@ async fn after_a_retrain_the_old_runs_prediction_is_no_longer_stored_within_one_
     model.set_run_id("run-1-retrained");
 
     // The window: at most one refresh interval plus one GET /model.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while app.get("/v1/predictions/row-3").await.status() != 404 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the retrained run was never learned"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(
+        async || app.get("/v1/predictions/row-3").await.status() == 404,
+        "the retrained run to be learned",
+        Duration::from_secs(5),
+    )
+    .await;
     let after: Value = app.predict("row-3").await.json().await.unwrap();
     assert_eq!(after["model"]["run_id"], "run-1-retrained");
     assert_eq!(after["cache"], "miss");
@@ -144,7 +143,7 @@ async fn no_cache_recomputes_stores_and_answers_miss_even_right_after_a_computat
     );
     let fresh: Value = fresh.json().await.unwrap();
     assert_eq!(fresh["cache"], "miss");
-    assert_eq!(model.predict_calls(), 2);
+    assert_eq!(model.predict_calls().await, 2);
     assert_ne!(fresh["created_at"], first["created_at"]);
     assert_eq!(writes_of(&app, "row-6"), 2);
     let stored: Value = app.get("/v1/predictions/row-6").await.json().await.unwrap();
@@ -170,7 +169,7 @@ async fn no_store_computes_without_writing_and_may_still_be_answered_from_the_st
     // RFC 9111 section 5.2.1.5 forbids storing, not answering from the store.
     let hit = app.predict_with("row-7", &["no-store"]).await;
     assert_eq!(cache_status(&hit), "inference-gateway; hit");
-    assert_eq!(model.predict_calls(), 2);
+    assert_eq!(model.predict_calls().await, 2);
 }
 
 #[tokio::test]
@@ -183,15 +182,16 @@ async fn a_no_store_request_does_not_stop_a_shared_computation_from_being_writte
         let app = app.clone();
         tokio::spawn(async move { app.predict_with("row-8", &["no-store"]).await })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while model.predict_calls() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no model call");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    poll_until(
+        async || model.predict_calls().await > 0,
+        "the starter's model call",
+        Duration::from_secs(5),
+    )
+    .await;
     let joiner = app.predict("row-8").await;
     let starter = starter.await.unwrap();
 
-    assert_eq!(model.predict_calls(), 1);
+    assert_eq!(model.predict_calls().await, 1);
     assert_eq!(
         cache_status(&joiner),
         "inference-gateway; fwd=miss; stored; collapsed"
@@ -220,7 +220,7 @@ async fn max_age_makes_an_older_stored_prediction_a_stale_miss_and_accepts_a_you
     let too_old: Value = too_old.json().await.unwrap();
     assert_eq!(too_old["cache"], "miss");
     assert_ne!(too_old["prediction"]["label"], "planted");
-    assert_eq!(model.predict_calls(), 1);
+    assert_eq!(model.predict_calls().await, 1);
 }
 
 #[tokio::test]
@@ -246,7 +246,7 @@ async fn only_if_cached_answers_from_the_store_or_504_without_calling_the_model(
         );
         assert_eq!(error_code(response).await, "not_cached");
     }
-    assert_eq!(model.predict_calls(), 0);
+    assert_eq!(model.predict_calls().await, 0);
 }
 
 #[tokio::test]
@@ -271,7 +271,7 @@ async fn the_configured_maximum_age_turns_older_predictions_stale_and_sets_ttl()
         ttl == "inference-gateway; hit; ttl=30" || ttl == "inference-gateway; hit; ttl=29",
         "{ttl}"
     );
-    assert_eq!(model.predict_calls(), 1);
+    assert_eq!(model.predict_calls().await, 1);
 }
 
 #[tokio::test]
@@ -286,7 +286,7 @@ async fn a_batch_honours_each_directive_with_one_cache_status_for_the_batch() {
     let stale = app.batch_with(&["row-20", "row-21"], &["max-age=60"]).await;
     let no_store = app.batch_with(&["row-23"], &["no-store"]).await;
     let no_cache = app.batch_with(&["row-20", "row-22"], &["no-cache"]).await;
-    let batch_calls = model.batch_calls();
+    let batch_calls = model.batch_calls().await;
     let cached_only = app
         .batch_with(&["row-20", "row-24"], &["only-if-cached"])
         .await;
@@ -326,7 +326,7 @@ async fn a_batch_honours_each_directive_with_one_cache_status_for_the_batch() {
         "inference-gateway; detail=not-cached"
     );
     assert_eq!(
-        model.batch_calls(),
+        model.batch_calls().await,
         batch_calls,
         "only-if-cached calls no model"
     );

@@ -6,16 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{MockAnswer, MockModelService, TestApp, TestOptions, spawn_app};
-
-/// Polls `condition` every 20 ms for up to 5 s.
-async fn eventually(what: &str, condition: impl AsyncFn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::helpers::{MockAnswer, MockModelService, TestApp, TestOptions, poll_until, spawn_app};
 
 /// `POST /v1/predict` from a client that gives up after `patience`.
 async fn impatient_predict(app: &TestApp, data_id: &str, patience: Duration) {
@@ -42,14 +33,20 @@ async fn a_client_that_hangs_up_during_a_miss_still_gets_the_prediction_stored()
     let app = spawn_app(TestOptions::with_model(model.backend())).await;
 
     impatient_predict(&app, "row-1", Duration::from_millis(100)).await;
-    eventually("the prediction is stored", async || {
-        app.get("/v1/predictions/row-1").await.status() == StatusCode::OK
-    })
+    poll_until(
+        async || app.get("/v1/predictions/row-1").await.status() == StatusCode::OK,
+        "the prediction to be stored",
+        Duration::from_secs(5),
+    )
     .await;
     let patient = app.predict("row-1").await;
 
     assert_eq!(cache_of(patient).await, "hit");
-    assert_eq!(model.predict_calls(), 1, "one model call for all of it");
+    assert_eq!(
+        model.predict_calls().await,
+        1,
+        "one model call for all of it"
+    );
 }
 
 #[tokio::test]
@@ -66,7 +63,7 @@ async fn a_waiter_whose_leader_hung_up_gets_the_leaders_result_without_a_second_
     let ((), waiter) = tokio::join!(leader, waiter);
 
     assert_eq!(cache_of(waiter).await, "miss");
-    assert_eq!(model.predict_calls(), 1);
+    assert_eq!(model.predict_calls().await, 1);
 }
 
 #[tokio::test]

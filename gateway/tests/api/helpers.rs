@@ -2,16 +2,10 @@
 //! with a recording store, in front of a model service of the test's choosing.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use gateway::configuration::Settings;
 use gateway::domain::{PredictionKey, StoredPrediction};
 use gateway::metrics::Metrics;
@@ -19,6 +13,9 @@ use gateway::startup::Application;
 use gateway::store::{MemoryStore, PredictionStore, StoreError, StoreFuture};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wiremock::http::Method;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// A running gateway and what the test can observe around it.
 #[derive(Clone)]
@@ -313,6 +310,23 @@ impl PredictionStore for RecordingStore {
     }
 }
 
+/// Polls `condition` every 10 ms until it holds; fails the test, naming `description`, if it
+/// still does not after `timeout`. The twin of the Python harness's `poll_until`.
+pub async fn poll_until(
+    mut condition: impl AsyncFnMut() -> bool,
+    description: &str,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {description}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// How the mock answers `POST /predict`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MockAnswer {
@@ -329,23 +343,24 @@ pub enum MockAnswer {
     Unavailable,
 }
 
+/// Longer than any test runs: how [`MockAnswer::Hangs`] never answers.
+const HANG: Duration = Duration::from_secs(3_600);
+
 /// MOCK of the model service, for in-process tests only (the end-to-end suite runs the
-/// real one). It serves the contract's `GET /model`, `GET /health` and `POST /predict`
-/// with the answer mode the test picked, and counts predict calls.
-#[derive(Clone)]
+/// real one): a `wiremock` server answering the contract's `GET /model`, `POST /predict`
+/// and `POST /predict/batch` in the mode the test picked. Calls are counted from the
+/// requests wiremock recorded.
 pub struct MockModelService {
-    /// Base URL.
-    pub url: String,
+    server: MockServer,
     state: Arc<MockState>,
 }
 
+/// What a test may change while the mock runs; read by the responders on each request.
 struct MockState {
     answer: Mutex<MockAnswer>,
     version: Mutex<String>,
     /// The run id served, when set apart from the version (a retrain under the same label).
     run_id: Mutex<Option<String>>,
-    predict_calls: AtomicUsize,
-    batch_calls: AtomicUsize,
     /// Delay before each prediction, so concurrent requests overlap.
     delay: Duration,
 }
@@ -362,30 +377,52 @@ impl MockModelService {
             answer: Mutex::new(answer),
             version: Mutex::new("1".into()),
             run_id: Mutex::new(None),
-            predict_calls: AtomicUsize::new(0),
-            batch_calls: AtomicUsize::new(0),
             delay,
         });
-        let router = Router::new()
-            .route("/model", get(mock_model))
-            .route("/health", get(mock_model))
-            .route("/predict", post(mock_predict))
-            .route("/predict/batch", post(mock_predict_batch))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Self { url, state }
+        let server = MockServer::start().await;
+        let model = state.clone();
+        Mock::given(method("GET"))
+            .and(path("/model"))
+            .respond_with(move |_: &Request| {
+                ResponseTemplate::new(200).set_body_json(model.model_info())
+            })
+            .mount(&server)
+            .await;
+        let predict = state.clone();
+        Mock::given(method("POST"))
+            .and(path("/predict"))
+            .respond_with(move |request: &Request| predict.predict(request))
+            .mount(&server)
+            .await;
+        let batch = state.clone();
+        Mock::given(method("POST"))
+            .and(path("/predict/batch"))
+            .respond_with(move |request: &Request| batch.predict_batch(request))
+            .mount(&server)
+            .await;
+        Self { server, state }
     }
 
     /// `POST /predict/batch` calls received.
-    pub fn batch_calls(&self) -> usize {
-        self.state.batch_calls.load(Ordering::SeqCst)
+    pub async fn batch_calls(&self) -> usize {
+        self.calls_to("/predict/batch").await
     }
 
     /// `POST /predict` calls received.
-    pub fn predict_calls(&self) -> usize {
-        self.state.predict_calls.load(Ordering::SeqCst)
+    pub async fn predict_calls(&self) -> usize {
+        self.calls_to("/predict").await
+    }
+
+    async fn calls_to(&self, route: &str) -> usize {
+        let received = self
+            .server
+            .received_requests()
+            .await
+            .expect("wiremock records requests by default");
+        received
+            .iter()
+            .filter(|request| request.method == Method::POST && request.url.path() == route)
+            .count()
     }
 
     /// Changes how `POST /predict` answers from now on.
@@ -405,64 +442,62 @@ impl MockModelService {
 
     /// The gateway's view of this mock.
     pub fn backend(&self) -> ModelBackend {
-        ModelBackend::Mock(self.url.clone())
+        ModelBackend::Mock(self.server.uri())
     }
 }
 
-fn model_info(state: &MockState) -> Value {
-    let version = state.version.lock().unwrap().clone();
-    let run_id = state.run_id.lock().unwrap().clone();
-    let run_id = run_id.unwrap_or_else(|| format!("run-{version}"));
-    json!({"name": "iris-classifier", "version": version, "run_id": run_id})
-}
+impl MockState {
+    fn answer(&self) -> MockAnswer {
+        *self.answer.lock().unwrap()
+    }
 
-async fn mock_model(State(state): State<Arc<MockState>>) -> Json<Value> {
-    Json(model_info(&state))
-}
+    fn model_info(&self) -> Value {
+        let version = self.version.lock().unwrap().clone();
+        let run_id = self.run_id.lock().unwrap().clone();
+        let run_id = run_id.unwrap_or_else(|| format!("run-{version}"));
+        json!({"name": "iris-classifier", "version": version, "run_id": run_id})
+    }
 
-async fn mock_predict(State(state): State<Arc<MockState>>, Json(body): Json<Value>) -> Response {
-    state.predict_calls.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(state.delay).await;
-    let data_id = body["data_id"].as_str().unwrap_or_default().to_owned();
-    let answer = *state.answer.lock().unwrap();
-    match answer {
-        MockAnswer::Hangs => std::future::pending().await,
-        MockAnswer::Unavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        MockAnswer::Malformed => (StatusCode::OK, "{\"unexpected\": true}").into_response(),
-        MockAnswer::Predicts if data_id.starts_with("unknown") => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "unknown_data_id", "message": "no such row"}})),
+    fn predict(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = request.body_json().unwrap_or_default();
+        let data_id = body["data_id"].as_str().unwrap_or_default();
+        let template = match self.answer() {
+            MockAnswer::Hangs => return ResponseTemplate::new(200).set_delay(HANG),
+            MockAnswer::Unavailable => ResponseTemplate::new(503),
+            MockAnswer::Malformed => {
+                ResponseTemplate::new(200).set_body_string("{\"unexpected\": true}")
+            }
+            MockAnswer::Predicts if data_id.starts_with("unknown") => ResponseTemplate::new(404)
+                .set_body_json(
+                    json!({"error": {"code": "unknown_data_id", "message": "no such row"}}),
+                ),
+            MockAnswer::Predicts => ResponseTemplate::new(200).set_body_json(json!({
+                "data_id": data_id,
+                "prediction": {"label": "setosa", "probabilities": {"setosa": 0.9, "versicolor": 0.1}},
+                "model": self.model_info(),
+            })),
+        };
+        template.set_delay(self.delay)
+    }
+
+    /// Batches are never delayed, and only [`MockAnswer::Unavailable`] changes their answer.
+    fn predict_batch(&self, request: &Request) -> ResponseTemplate {
+        if self.answer() == MockAnswer::Unavailable {
+            return ResponseTemplate::new(503);
+        }
+        let body: Value = request.body_json().expect("a JSON batch request");
+        let (unknown, known): (Vec<&str>, Vec<&str>) = body["data_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap())
+            .partition(|id| id.starts_with("unknown"));
+        let predictions: Vec<Value> = known
+            .iter()
+            .map(|id| json!({"data_id": id, "prediction": {"label": "setosa", "probabilities": {"setosa": 1.0}}}))
+            .collect();
+        ResponseTemplate::new(200).set_body_json(
+            json!({"model": self.model_info(), "predictions": predictions, "not_found": unknown}),
         )
-            .into_response(),
-        MockAnswer::Predicts => Json(json!({
-            "data_id": data_id,
-            "prediction": {"label": "setosa", "probabilities": {"setosa": 0.9, "versicolor": 0.1}},
-            "model": model_info(&state),
-        }))
-        .into_response(),
     }
-}
-
-async fn mock_predict_batch(
-    State(state): State<Arc<MockState>>,
-    Json(body): Json<Value>,
-) -> Response {
-    state.batch_calls.fetch_add(1, Ordering::SeqCst);
-    if *state.answer.lock().unwrap() == MockAnswer::Unavailable {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    let ids: Vec<String> = body["data_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| id.as_str().unwrap().to_owned())
-        .collect();
-    let (unknown, known): (Vec<String>, Vec<String>) =
-        ids.into_iter().partition(|id| id.starts_with("unknown"));
-    let predictions: Vec<Value> = known
-        .iter()
-        .map(|id| json!({"data_id": id, "prediction": {"label": "setosa", "probabilities": {"setosa": 1.0}}}))
-        .collect();
-    Json(json!({"model": model_info(&state), "predictions": predictions, "not_found": unknown}))
-        .into_response()
 }

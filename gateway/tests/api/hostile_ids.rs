@@ -125,7 +125,7 @@ async fn hostile_ids_in_the_path_are_rejected_or_confined_to_one_document() {
         assert_store_calls_are_confined(&app, description);
     }
     assert_eq!(
-        model.predict_calls(),
+        model.predict_calls().await,
         0,
         "reading a prediction never computes one"
     );

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::helpers::{
-    MockAnswer, MockModelService, ModelBackend, TestOptions, error_code, spawn_app,
+    MockAnswer, MockModelService, ModelBackend, TestOptions, error_code, poll_until, spawn_app,
 };
 
 #[tokio::test]
@@ -18,7 +18,7 @@ async fn a_first_request_is_a_miss_and_a_second_a_hit_with_one_model_call() {
 
     assert_eq!(first["cache"], "miss");
     assert_eq!(second["cache"], "hit");
-    assert_eq!(model.predict_calls(), 1);
+    assert_eq!(model.predict_calls().await, 1);
     assert_eq!(second["prediction"], first["prediction"]);
     assert_eq!(second["created_at"], first["created_at"]);
     assert_eq!(first["model"]["version"], "1");
@@ -84,7 +84,7 @@ async fn concurrent_requests_for_one_new_id_cost_one_model_call() {
     for response in responses {
         assert_eq!(response.status(), 200);
     }
-    assert_eq!(model.predict_calls(), 1);
+    assert_eq!(model.predict_calls().await, 1);
 }
 
 #[tokio::test]
@@ -99,23 +99,17 @@ async fn a_new_model_version_is_never_answered_from_the_old_versions_predictions
 
     model.set_version("2");
     // Once the gateway has learned version 2, version 1's prediction is not "stored".
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = app.get("/v1/predictions/row-4").await.status();
-        if status == 404 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "version 2 never learned"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(
+        async || app.get("/v1/predictions/row-4").await.status() == 404,
+        "version 2 to be learned",
+        Duration::from_secs(5),
+    )
+    .await;
     let after: Value = app.predict("row-4").await.json().await.unwrap();
 
     assert_eq!(after["cache"], "miss");
     assert_eq!(after["model"]["version"], "2");
-    assert_eq!(model.predict_calls(), 2);
+    assert_eq!(model.predict_calls().await, 2);
 }
 
 #[tokio::test]
@@ -218,14 +212,12 @@ async fn requests_beyond_the_in_flight_cap_are_shed_with_503_and_retry_after() {
         })
     };
     // Wait until the first request holds the only slot (it reached the model).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while model.predict_calls() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "first request never reached the model"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until(
+        async || model.predict_calls().await > 0,
+        "the first request to reach the model",
+        Duration::from_secs(5),
+    )
+    .await;
 
     let response = app.predict("row-10").await;
 
@@ -375,7 +367,7 @@ async fn a_model_that_keeps_failing_opens_the_circuit_hits_still_serve_and_it_cl
     for id in ["row-a", "row-b"] {
         assert_eq!(app.predict(id).await.status(), 504, "{id}");
     }
-    let calls_when_opened = model.predict_calls();
+    let calls_when_opened = model.predict_calls().await;
 
     let started = std::time::Instant::now();
     let refused = app.predict("row-c").await;
@@ -390,21 +382,19 @@ async fn a_model_that_keeps_failing_opens_the_circuit_hits_still_serve_and_it_cl
     );
     assert_eq!(error_code(refused).await, "model_unavailable");
     assert_eq!(
-        model.predict_calls(),
+        model.predict_calls().await,
         calls_when_opened,
         "no call while open"
     );
     assert_eq!(hit.status(), 200, "hits are served while the model is down");
 
     model.set_answer(MockAnswer::Predicts);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while app.predict("row-d").await.status() != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the circuit never closed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        async || app.predict("row-d").await.status() == 200,
+        "the circuit to close",
+        Duration::from_secs(5),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -423,14 +413,12 @@ async fn a_write_the_store_refused_is_retried_until_the_store_takes_it() {
         run_id: "run-1".into(),
         data_id: gateway::domain::DataId::parse("row-later").unwrap(),
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while app.store.stored(&key).await.is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the queued write never landed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(
+        async || app.store.stored(&key).await.is_some(),
+        "the queued write to land",
+        Duration::from_secs(5),
+    )
+    .await;
     let stored = app.store.stored(&key).await.unwrap();
     assert_eq!(stored.trace_id, response["trace_id"].as_str().unwrap());
 }

@@ -52,7 +52,7 @@ async fn a_batch_computes_its_misses_in_one_model_call_and_serves_them_as_hits_n
         ]
     );
     assert_eq!(
-        model.batch_calls(),
+        model.batch_calls().await,
         2,
         "the unknown id is asked again, the known ones are not"
     );

@@ -13,7 +13,7 @@ async fn a_prediction_never_computed_is_404_and_the_model_is_not_called() {
 
     assert_eq!(response.status(), 404);
     assert_eq!(error_code(response).await, "prediction_not_found");
-    assert_eq!(model.predict_calls(), 0);
+    assert_eq!(model.predict_calls().await, 0);
 }
 
 #[tokio::test]
@@ -27,5 +27,5 @@ async fn a_computed_prediction_is_returned_as_stored() {
     assert_eq!(stored["prediction"], computed["prediction"]);
     assert_eq!(stored["created_at"], computed["created_at"]);
     assert_eq!(stored["cache"], "hit");
-    assert_eq!(model.predict_calls(), 1);
+    assert_eq!(model.predict_calls().await, 1);
 }
