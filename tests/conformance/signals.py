@@ -4,6 +4,7 @@ temporality) is kept."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,83 +71,77 @@ def read(output_dir: Path) -> Signals:
     return Signals(_spans(files["traces"]), _logs(files["logs"]), _points(files["metrics"]), raw_text)
 
 
-def _spans(path: Path) -> list[Span]:
-    spans = []
+def _records(path: Path, signal: str, items: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each record of one signal's exports (OTLP nests them in resource, then scope; `signal` is
+    `Spans`, `Logs` or `Metrics` as in `resourceSpans`), with its resource's attributes."""
     for export in read_exports(path):
-        for resource_spans in export.get("resourceSpans", []):
-            resource = attributes(resource_spans.get("resource", {}).get("attributes", []))
-            for scope_spans in resource_spans.get("scopeSpans", []):
-                for span in scope_spans.get("spans", []):
-                    raw_attributes = span.get("attributes", [])
-                    spans.append(
-                        Span(
-                            trace_id=span.get("traceId", ""),
-                            span_id=span.get("spanId", ""),
-                            parent_span_id=span.get("parentSpanId", ""),
-                            trace_state=span.get("traceState", ""),
-                            name=span.get("name", ""),
-                            kind=SPAN_KINDS.get(span.get("kind", 0), "unspecified"),
-                            service=resource.get("service.name", ""),
-                            resource=resource,
-                            attributes=attributes(raw_attributes),
-                            attribute_keys=[kv["key"] for kv in raw_attributes],
-                            status=STATUS_CODES.get(span.get("status", {}).get("code", 0), "unset"),
-                            events=[
-                                {"name": event.get("name", ""), "attributes": attributes(event.get("attributes", []))}
-                                for event in span.get("events", [])
-                            ],
-                            links=[
-                                {"trace_id": link.get("traceId", ""), "span_id": link.get("spanId", "")}
-                                for link in span.get("links", [])
-                            ],
-                        )
-                    )
-    return spans
+        for resource_records in export.get(f"resource{signal}", []):
+            resource = attributes(resource_records.get("resource", {}).get("attributes", []))
+            for scope_records in resource_records.get(f"scope{signal}", []):
+                for record in scope_records.get(items, []):
+                    yield resource, record
+
+
+def _spans(path: Path) -> list[Span]:
+    return [
+        Span(
+            trace_id=span.get("traceId", ""),
+            span_id=span.get("spanId", ""),
+            parent_span_id=span.get("parentSpanId", ""),
+            trace_state=span.get("traceState", ""),
+            name=span.get("name", ""),
+            kind=SPAN_KINDS.get(span.get("kind", 0), "unspecified"),
+            service=resource.get("service.name", ""),
+            resource=resource,
+            attributes=attributes(span.get("attributes", [])),
+            attribute_keys=[kv["key"] for kv in span.get("attributes", [])],
+            status=STATUS_CODES.get(span.get("status", {}).get("code", 0), "unset"),
+            events=[
+                {"name": event.get("name", ""), "attributes": attributes(event.get("attributes", []))}
+                for event in span.get("events", [])
+            ],
+            links=[
+                {"trace_id": link.get("traceId", ""), "span_id": link.get("spanId", "")}
+                for link in span.get("links", [])
+            ],
+        )
+        for resource, span in _records(path, "Spans", "spans")
+    ]
 
 
 def _logs(path: Path) -> list[Log]:
-    logs = []
-    for export in read_exports(path):
-        for resource_logs in export.get("resourceLogs", []):
-            resource = attributes(resource_logs.get("resource", {}).get("attributes", []))
-            for scope_logs in resource_logs.get("scopeLogs", []):
-                for record in scope_logs.get("logRecords", []):
-                    logs.append(
-                        Log(
-                            trace_id=record.get("traceId", ""),
-                            span_id=record.get("spanId", ""),
-                            service=resource.get("service.name", ""),
-                            resource=resource,
-                            attributes=attributes(record.get("attributes", [])),
-                            event_name=record.get("eventName", ""),
-                            time_unix_nano=int(record.get("timeUnixNano", 0)),
-                            body=any_value(record.get("body", {})),
-                        )
-                    )
-    return logs
+    return [
+        Log(
+            trace_id=record.get("traceId", ""),
+            span_id=record.get("spanId", ""),
+            service=resource.get("service.name", ""),
+            resource=resource,
+            attributes=attributes(record.get("attributes", [])),
+            event_name=record.get("eventName", ""),
+            time_unix_nano=int(record.get("timeUnixNano", 0)),
+            body=any_value(record.get("body", {})),
+        )
+        for resource, record in _records(path, "Logs", "logRecords")
+    ]
 
 
 def _points(path: Path) -> list[Point]:
     points = []
-    for export in read_exports(path):
-        for resource_metrics in export.get("resourceMetrics", []):
-            service = attributes(resource_metrics.get("resource", {}).get("attributes", [])).get("service.name", "")
-            for scope_metrics in resource_metrics.get("scopeMetrics", []):
-                for metric in scope_metrics.get("metrics", []):
-                    for data_type in ("sum", "gauge", "histogram", "exponentialHistogram", "summary"):
-                        if data_type not in metric:
-                            continue
-                        data = metric[data_type]
-                        temporality = TEMPORALITIES.get(data.get("aggregationTemporality", 0), "unspecified")
-                        for point in data.get("dataPoints", []):
-                            points.append(
-                                Point(
-                                    metric=metric.get("name", ""),
-                                    service=service,
-                                    unit=metric.get("unit", ""),
-                                    data_type=data_type,
-                                    temporality=temporality,
-                                    attributes=attributes(point.get("attributes", [])),
-                                )
-                            )
+    for resource, metric in _records(path, "Metrics", "metrics"):
+        for data_type in ("sum", "gauge", "histogram", "exponentialHistogram", "summary"):
+            if data_type not in metric:
+                continue
+            data = metric[data_type]
+            temporality = TEMPORALITIES.get(data.get("aggregationTemporality", 0), "unspecified")
+            points += [
+                Point(
+                    metric=metric.get("name", ""),
+                    service=resource.get("service.name", ""),
+                    unit=metric.get("unit", ""),
+                    data_type=data_type,
+                    temporality=temporality,
+                    attributes=attributes(point.get("attributes", [])),
+                )
+                for point in data.get("dataPoints", [])
+            ]
     return points

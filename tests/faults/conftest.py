@@ -1,9 +1,11 @@
 """Fixtures of the fault module: its own search node (the cases kill and freeze it, so
-not the session's shared one), a shared model service, gateways started per test and
-stopped after it, new data ids, and the latency figures each case prints."""
+not the session's shared one), a shared model service, gateways started per test (on that
+node or the embedded store) and stopped after it, new data ids, and the latency figures
+each case prints."""
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from faults.fault_bed import MODEL_SERVICE_ENV, signal_group
+from faults.fault_bed import ALIAS, MODEL_SERVICE_ENV, signal_group
 from harness.gateway import Gateway
 from harness.model_service import RunningModelService, start_model_service
 from harness.provisioning import provisioned
@@ -76,6 +78,20 @@ def gateways(fault_dir: Path) -> Iterator[Callable[..., Gateway]]:
     finally:
         for gateway in reversed(started):
             gateway.stop()
+
+
+@pytest.fixture
+def node_gateways(fault_node: SearchNode, gateways: Callable[..., Gateway]) -> Callable[..., Gateway]:
+    """`gateways` storing on the module's search node (under `ALIAS`)."""
+    return functools.partial(gateways, store_url=fault_node.url, index_alias=ALIAS)
+
+
+@pytest.fixture
+def shared_model_gateways(
+    healthy_model: RunningModelService, node_gateways: Callable[..., Gateway]
+) -> Callable[..., Gateway]:
+    """`node_gateways` calling the shared model service (healthy, as `healthy_model` leaves it)."""
+    return functools.partial(node_gateways, healthy_model.url)
 
 
 @pytest.fixture

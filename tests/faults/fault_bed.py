@@ -1,6 +1,6 @@
 """What the fault cases share besides fixtures: new data ids, signalling a program's process
-group, killing a model service and starting it again on the same port, warming ids, and
-reading back from the search node which answered predictions it holds."""
+group, killing a model service and starting it again on the same port, warming ids, freezing
+a program under load, and reading back from the search node which answered predictions it holds."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import random
 import signal
 import socket
 import time
+from collections.abc import Callable
 
 import requests
 
-from faults.fault_load import MISS, Answer
+from faults.fault_load import MISS, Answer, MixedLoad
 from harness.gateway import Gateway
 from harness.model_service import RunningModelService
 from harness.polling import poll_until
@@ -65,8 +66,9 @@ def start_again(service: RunningModelService, timeout: float = 60.0) -> RunningM
     return restarted
 
 
-def warm(gateway: Gateway, data_ids: list[str]) -> None:
-    """Compute and store `data_ids` through the gateway; returns once each reads back as stored."""
+def warm(gateway: Gateway, count: int) -> list[str]:
+    """`count` new ids computed and stored through the gateway; returns them once each reads back as stored."""
+    data_ids = fresh_ids(count)
     with requests.Session() as session:
         for data_id in data_ids:
             response = session.post(f"{gateway.url}/v1/predict", json={"data_id": data_id}, timeout=30)
@@ -79,6 +81,19 @@ def warm(gateway: Gateway, data_ids: list[str]) -> None:
             f"{len(data_ids)} warmed predictions to read back as stored",
             timeout=30,
         )
+    return data_ids
+
+
+def freeze_for(load: MixedLoad, seconds: float, freeze: Callable[[], None], thaw: Callable[[], None]) -> float:
+    """`freeze()`, the load kept running until an answer is sent `seconds` after it, then `thaw()`
+    (also when the wait fails, so no frozen program outlives the test); when the freeze began."""
+    frozen_at = time.monotonic()
+    freeze()
+    try:
+        load.wait_for(1, lambda a: a.sent > frozen_at + seconds, "after the freeze span", timeout=30)
+    finally:
+        thaw()
+    return frozen_at
 
 
 def model_calls(model: RunningModelService) -> int:

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import requests
 
-from faults.fault_bed import ALIAS, fresh_ids, milliseconds, model_calls
+from faults.fault_bed import fresh_ids, milliseconds, model_calls
 from faults.fault_load import Answer, post_predict
 from harness.collector import NO_TELEMETRY_ENV
 from harness.gateway import Gateway, gateway_binary
 from harness.model_service import RunningModelService
 from harness.process import ManagedProcess
-from harness.search_node import SearchNode
 
 MODEL_TIMEOUT_MS = 1_000
 COOL_DOWN_MS = 1_000
@@ -80,12 +79,9 @@ def test_a_trial_call_whose_client_hung_up_never_leaves_the_breaker_refusing_cal
 
 
 def test_a_model_call_whose_clients_all_hung_up_is_stored_and_the_next_request_is_a_hit(
-    fault_node: SearchNode,
-    healthy_model: RunningModelService,
-    gateways: Callable[..., Gateway],
-    figures: Callable[[str], None],
+    healthy_model: RunningModelService, node_gateways: Callable[..., Gateway], figures: Callable[[str], None]
 ) -> None:
-    gateway = gateways(healthy_model.url, store_url=fault_node.url, index_alias=ALIAS, name="gateway-hang-ups")
+    gateway = node_gateways(healthy_model.url, name="gateway-hang-ups")
     [data_id] = fresh_ids(1)
     healthy_model.set_faults(latency_ms=SLOW_MS)
     calls_before = model_calls(healthy_model)

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from faults.fault_bed import ALIAS, MODEL_SERVICE_ENV, fresh_ids, kill, signal_group, start_again, warm
+from faults.fault_bed import MODEL_SERVICE_ENV, freeze_for, fresh_ids, kill, signal_group, start_again, warm
 from faults.fault_load import HIT, MISS, Answer, MixedLoad, latency_line
 from harness.gateway import Gateway
 from harness.model_service import RunningModelService, start_model_service
-from harness.search_node import SearchNode
 
 COOL_DOWN_MS = 1_000
 BREAKER_THRESHOLD = 5
@@ -59,18 +58,27 @@ def describe(answers: list[Answer]) -> list[str]:
     return [a.brief() for a in answers][:10]
 
 
+def wait_for_misses_answered(load: MixedLoad, since: float, description: str) -> None:
+    """The model is back since `since`: 20 misses sent after it answered 200 (the breaker closed)."""
+    load.wait_for(
+        20,
+        lambda a: a.expected == MISS and a.sent > since and a.status == 200,
+        f"misses answered 200 {description}",
+        timeout=20,
+    )
+
+
+def assert_every_hit_served(hits: list[Answer]) -> None:
+    served = [a for a in hits if a.status == 200 and a.cache == "hit"]
+    assert len(served) == len(hits), f"hits not served: {describe([a for a in hits if a not in served])}"
+
+
 def test_a_killed_model_service_costs_no_hit_and_misses_fail_fast_until_it_returns(
-    own_model: OwnModel,
-    fault_node: SearchNode,
-    gateways: Callable[..., Gateway],
-    figures: Callable[[str], None],
+    own_model: OwnModel, node_gateways: Callable[..., Gateway], figures: Callable[[str], None]
 ) -> None:
     model = own_model.service
-    gateway = gateways(
-        model.url, store_url=fault_node.url, index_alias=ALIAS, name="gateway-model-killed", extra_env=BREAKER_ENV
-    )
-    hit_ids = fresh_ids(30)
-    warm(gateway, hit_ids)
+    gateway = node_gateways(model.url, name="gateway-model-killed", extra_env=BREAKER_ENV)
+    hit_ids = warm(gateway, 30)
 
     with new_load(gateway, hit_ids) as load:
         load.wait_for(40, lambda a: True, "before the kill", timeout=60)
@@ -81,12 +89,7 @@ def test_a_killed_model_service_costs_no_hit_and_misses_fail_fast_until_it_retur
         load.wait_for(1, lambda a: a.sent > killed_at + OUTAGE_SECONDS, "after the outage span", timeout=30)
         own_model.service = start_again(model)
         back_at = time.monotonic()
-        load.wait_for(
-            20,
-            lambda a: a.expected == MISS and a.sent > back_at and a.status == 200,
-            "misses answered 200 after the model returned",
-            timeout=20,
-        )
+        wait_for_misses_answered(load, back_at, "after the model returned")
     answers = load.answers()
 
     hits = [a for a in answers if a.expected == HIT]
@@ -103,8 +106,7 @@ def test_a_killed_model_service_costs_no_hit_and_misses_fail_fast_until_it_retur
     figures(f"misses refused within 50 ms: {sum(a.seconds <= 0.05 for a in refused)} of {len(refused)}")
     figures(f"breaker closed {closed_after * 1000:.0f} ms after the model answered /health again")
 
-    served = [a for a in hits if a.status == 200 and a.cache == "hit"]
-    assert len(served) == len(hits), f"hits not served: {describe([a for a in hits if a not in served])}"
+    assert_every_hit_served(hits)
     assert len(refused) >= 10, f"the load saw the open breaker ({len(refused)} misses refused)"
     wrong = [a for a in outage_misses if (a.status, a.code) != (503, "model_unavailable") or not a.retry_after]
     assert wrong == [], f"misses not answered 503 model_unavailable with Retry-After: {describe(wrong)}"
@@ -114,36 +116,25 @@ def test_a_killed_model_service_costs_no_hit_and_misses_fail_fast_until_it_retur
 
 
 def test_a_frozen_model_service_times_misses_out_with_a_json_error_and_costs_no_hit(
-    healthy_model: RunningModelService,
-    fault_node: SearchNode,
-    gateways: Callable[..., Gateway],
-    figures: Callable[[str], None],
+    healthy_model: RunningModelService, node_gateways: Callable[..., Gateway], figures: Callable[[str], None]
 ) -> None:
-    gateway = gateways(
+    gateway = node_gateways(
         healthy_model.url,
-        store_url=fault_node.url,
-        index_alias=ALIAS,
         name="gateway-model-frozen",
         extra_env={**BREAKER_ENV, "GATEWAY__MODEL__TIMEOUT_MS": str(MODEL_TIMEOUT_MS)},
     )
-    hit_ids = fresh_ids(30)
-    warm(gateway, hit_ids)
+    hit_ids = warm(gateway, 30)
 
     with new_load(gateway, hit_ids) as load:
         load.wait_for(40, lambda a: True, "before the freeze", timeout=60)
-        frozen_at = time.monotonic()
-        signal_group(healthy_model.process, signal.SIGSTOP)
-        try:
-            load.wait_for(1, lambda a: a.sent > frozen_at + OUTAGE_SECONDS, "after the freeze span", timeout=30)
-        finally:
-            signal_group(healthy_model.process, signal.SIGCONT)
-        thawed_at = time.monotonic()
-        load.wait_for(
-            20,
-            lambda a: a.expected == MISS and a.sent > thawed_at and a.status == 200,
-            "misses answered 200 after the thaw",
-            timeout=20,
+        frozen_at = freeze_for(
+            load,
+            OUTAGE_SECONDS,
+            freeze=lambda: signal_group(healthy_model.process, signal.SIGSTOP),
+            thaw=lambda: signal_group(healthy_model.process, signal.SIGCONT),
         )
+        thawed_at = time.monotonic()
+        wait_for_misses_answered(load, thawed_at, "after the thaw")
     answers = load.answers()
 
     hits = [a for a in answers if a.expected == HIT]
@@ -154,8 +145,7 @@ def test_a_frozen_model_service_times_misses_out_with_a_json_error_and_costs_no_
     figures(latency_line("misses answered 504 model_timeout while frozen", [a.seconds for a in timed_out]))
     figures(latency_line("misses answered 503 while frozen (breaker open)", [a.seconds for a in refused]))
 
-    served = [a for a in hits if a.status == 200 and a.cache == "hit"]
-    assert len(served) == len(hits), f"hits not served: {describe([a for a in hits if a not in served])}"
+    assert_every_hit_served(hits)
     assert timed_out, "the freeze was seen: some misses timed out"
     wrong = [
         a
@@ -167,13 +157,10 @@ def test_a_frozen_model_service_times_misses_out_with_a_json_error_and_costs_no_
 
 
 def test_a_batch_serves_its_stored_predictions_while_the_model_service_is_down(
-    own_model: OwnModel,
-    fault_node: SearchNode,
-    gateways: Callable[..., Gateway],
+    own_model: OwnModel, node_gateways: Callable[..., Gateway]
 ) -> None:
-    gateway = gateways(own_model.service.url, store_url=fault_node.url, index_alias=ALIAS, name="gateway-batch")
-    stored_ids, [new_id] = fresh_ids(5), fresh_ids(1)
-    warm(gateway, stored_ids)
+    gateway = node_gateways(own_model.service.url, name="gateway-batch")
+    stored_ids, [new_id] = warm(gateway, 5), fresh_ids(1)
     kill(own_model.service.process)
 
     mixed = requests.post(f"{gateway.url}/v1/predict/batch", json={"data_ids": [*stored_ids, new_id]}, timeout=30)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from faults.fault_bed import ALIAS, fresh_ids, wait_until_nothing_lost, warm
+from faults.fault_bed import freeze_for, fresh_ids, wait_until_nothing_lost, warm
 from faults.fault_load import HIT, MISS, Answer, MixedLoad, latency_line
 from harness.gateway import Gateway
-from harness.model_service import RunningModelService
 from harness.search_node import SearchNode
 
 # Answers wanted before the fault, during it and after recovery: enough to see each phase.
@@ -43,15 +42,36 @@ def report_phases(figures: Callable[[str], None], answers: list[Answer], fault_a
     figures(f"during the fault: answers by cache result {caches}; outage {recovered_at - fault_at:.1f}s")
 
 
-def test_the_search_node_killed_and_restarted_on_its_data_costs_no_answer_and_no_prediction(
-    fault_node: SearchNode,
-    healthy_model: RunningModelService,
-    gateways: Callable[..., Gateway],
+def assert_the_fault_cost_nothing(
     figures: Callable[[str], None],
+    gateway: Gateway,
+    node: SearchNode,
+    answers: list[Answer],
+    fault_at: float,
+    recovered_at: float,
+    fault: str,
 ) -> None:
-    gateway = gateways(healthy_model.url, store_url=fault_node.url, index_alias=ALIAS, name="gateway-node-killed")
-    hit_ids = fresh_ids(30)
-    warm(gateway, hit_ids)
+    """What both faults must cost nothing of: every request answered 2xx, during the `fault`
+    from the model (`bypass`), and every new prediction in the node once the queue drained."""
+    lost = wait_until_nothing_lost(node.url, answers, timeout=DRAIN_SECONDS)
+    report_phases(figures, answers, fault_at, recovered_at)
+    failed = [a.brief() for a in answers if a.status is None or not 200 <= a.status < 300]
+    assert failed == [], f"{len(failed)} of {len(answers)} requests not answered 2xx: {failed[:10]}"
+    during = [a for a in answers if fault_at <= a.sent < recovered_at]
+    assert any(a.cache == "bypass" for a in during), f"the {fault} was seen: answered from the model"
+    given_up = gateway.process.log_text().count("write-behind gave up")
+    assert [a.brief() for a in lost] == [], (
+        f"{len(lost)} predictions answered but not in the node after the {fault} "
+        f"({recovered_at - fault_at:.0f}s; the gateway logged {given_up} writes given up)"
+    )
+    figures(f"{len(answers)} requests, 0 non-2xx, 0 of {sum(a.expected == MISS for a in answers)} new predictions lost")
+
+
+def test_the_search_node_killed_and_restarted_on_its_data_costs_no_answer_and_no_prediction(
+    fault_node: SearchNode, shared_model_gateways: Callable[..., Gateway], figures: Callable[[str], None]
+) -> None:
+    gateway = shared_model_gateways(name="gateway-node-killed")
+    hit_ids = warm(gateway, 30)
 
     with new_load(gateway, hit_ids) as load:
         load.wait_for(PHASE_ANSWERS, lambda a: True, "before the kill", timeout=60)
@@ -61,59 +81,21 @@ def test_the_search_node_killed_and_restarted_on_its_data_costs_no_answer_and_no
         fault_node.start_again()
         back_at = time.monotonic()
         load.wait_for(PHASE_ANSWERS, lambda a: a.sent > back_at, "after the restart", timeout=60)
-    answers = load.answers()
-    lost = wait_until_nothing_lost(fault_node.url, answers, timeout=DRAIN_SECONDS)
-
-    report_phases(figures, answers, killed_at, back_at)
-    failed = [a.brief() for a in answers if a.status is None or not 200 <= a.status < 300]
-    assert failed == [], f"{len(failed)} of {len(answers)} requests not answered 2xx: {failed[:10]}"
-    during = [a for a in answers if killed_at <= a.sent < back_at]
-    assert any(a.cache == "bypass" for a in during), "the outage was seen: answered from the model"
-    given_up = gateway.process.log_text().count("write-behind gave up")
-    assert [a.brief() for a in lost] == [], (
-        f"{len(lost)} predictions answered but not in the node after recovery "
-        f"(outage {back_at - killed_at:.0f}s; the gateway logged {given_up} writes given up)"
-    )
-    figures(f"{len(answers)} requests, 0 non-2xx, 0 of {sum(a.expected == MISS for a in answers)} new predictions lost")
+    assert_the_fault_cost_nothing(figures, gateway, fault_node, load.answers(), killed_at, back_at, "outage")
 
 
 def test_the_search_node_frozen_past_the_store_timeout_costs_no_answer_and_no_prediction(
-    fault_node: SearchNode,
-    healthy_model: RunningModelService,
-    gateways: Callable[..., Gateway],
-    figures: Callable[[str], None],
+    fault_node: SearchNode, shared_model_gateways: Callable[..., Gateway], figures: Callable[[str], None]
 ) -> None:
-    gateway = gateways(
-        healthy_model.url,
-        store_url=fault_node.url,
-        index_alias=ALIAS,
-        name="gateway-node-frozen",
-        extra_env={"GATEWAY__STORE__TIMEOUT_MS": str(STORE_TIMEOUT_MS)},
+    gateway = shared_model_gateways(
+        name="gateway-node-frozen", extra_env={"GATEWAY__STORE__TIMEOUT_MS": str(STORE_TIMEOUT_MS)}
     )
-    hit_ids = fresh_ids(30)
-    warm(gateway, hit_ids)
+    hit_ids = warm(gateway, 30)
 
     with new_load(gateway, hit_ids) as load:
         load.wait_for(PHASE_ANSWERS, lambda a: True, "before the freeze", timeout=60)
-        frozen_at = time.monotonic()
-        fault_node.freeze()
-        try:
-            # Frozen for 10 store timeouts: the load runs on until an answer is sent after that.
-            load.wait_for(1, lambda a: a.sent > frozen_at + FREEZE_SECONDS, "after the freeze span", timeout=30)
-        finally:
-            fault_node.thaw()
+        # Frozen for 10 store timeouts: the load runs on until an answer is sent after that.
+        frozen_at = freeze_for(load, FREEZE_SECONDS, fault_node.freeze, fault_node.thaw)
         thawed_at = time.monotonic()
         load.wait_for(PHASE_ANSWERS, lambda a: a.sent > thawed_at, "after the thaw", timeout=60)
-    answers = load.answers()
-    lost = wait_until_nothing_lost(fault_node.url, answers, timeout=DRAIN_SECONDS)
-
-    report_phases(figures, answers, frozen_at, thawed_at)
-    failed = [a.brief() for a in answers if a.status is None or not 200 <= a.status < 300]
-    assert failed == [], f"{len(failed)} of {len(answers)} requests not answered 2xx: {failed[:10]}"
-    during = [a for a in answers if frozen_at <= a.sent < thawed_at]
-    assert any(a.cache == "bypass" for a in during), "the freeze was seen: answered from the model"
-    given_up = gateway.process.log_text().count("write-behind gave up")
-    assert [a.brief() for a in lost] == [], (
-        f"{len(lost)} predictions answered but not in the node after the thaw ({given_up} writes given up)"
-    )
-    figures(f"{len(answers)} requests, 0 non-2xx, 0 of {sum(a.expected == MISS for a in answers)} new predictions lost")
+    assert_the_fault_cost_nothing(figures, gateway, fault_node, load.answers(), frozen_at, thawed_at, "freeze")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import requests
 
-from faults.fault_bed import ALIAS, fresh_ids, lost_predictions, milliseconds, seconds_until_closed, warm
+from faults.fault_bed import fresh_ids, lost_predictions, milliseconds, seconds_until_closed, warm
 from faults.fault_load import MISS, MixedLoad, latency_line
 from harness.gateway import Gateway
 from harness.model_service import RunningModelService
@@ -49,20 +49,13 @@ def readyz_statuses(url: str, since: float, seconds: float) -> list[tuple[float,
 
 
 def test_sigterm_under_load_answers_every_request_of_the_drain_and_loses_no_queued_write(
-    fault_node: SearchNode,
-    healthy_model: RunningModelService,
-    gateways: Callable[..., Gateway],
-    figures: Callable[[str], None],
+    fault_node: SearchNode, shared_model_gateways: Callable[..., Gateway], figures: Callable[[str], None]
 ) -> None:
-    gateway = gateways(
-        healthy_model.url,
-        store_url=fault_node.url,
-        index_alias=ALIAS,
+    gateway = shared_model_gateways(
         name="gateway-sigterm-load",
         extra_env={**shutdown_env(DRAIN_MS, GRACE_MS), "GATEWAY__STORE__TIMEOUT_MS": str(STORE_TIMEOUT_MS)},
     )
-    hit_ids = fresh_ids(30)
-    warm(gateway, hit_ids)
+    hit_ids = warm(gateway, 30)
 
     load = MixedLoad(gateway.url, hit_ids, fresh_ids(1500), threads=6, pause=0.02, max_requests=1500, max_seconds=60)
     with load:
