@@ -15,8 +15,18 @@ MODEL_SERVICE_SETTINGS = REPO_ROOT / "model-service" / "model_service" / "core" 
 
 
 def gateway_variables() -> set[str]:
-    """`GATEWAY__<SECTION>__<KEY>` names the loader matches (`"STORE__URL" => ...`)."""
-    return {f"GATEWAY__{key}" for key in re.findall(r'"([A-Z]+__[A-Z_]+)"\s*=>', GATEWAY_CONFIGURATION.read_text())}
+    """`GATEWAY__<SECTION>__<KEY>` for each field of the settings structs `Settings` declares
+    (`pub server: ServerSettings` -> `GATEWAY__SERVER__*`); a secret field also takes `..._FILE`."""
+    text = GATEWAY_CONFIGURATION.read_text()
+    names = set()
+    for section, struct in re.findall(r"^    pub (\w+): (\w+Settings),", text, flags=re.MULTILINE):
+        body = re.search(rf"^pub struct {struct} \{{(.*?)^\}}", text, flags=re.MULTILINE | re.DOTALL)
+        for field, kind in re.findall(r"^    pub (\w+): ([^\n]+),$", body.group(1), flags=re.MULTILINE):
+            name = f"GATEWAY__{section.upper()}__{field.upper()}"
+            names.add(name)
+            if "SecretString" in kind:
+                names.add(f"{name}_FILE")
+    return names
 
 
 def model_service_variables() -> set[str]:
