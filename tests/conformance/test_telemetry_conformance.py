@@ -63,6 +63,8 @@ from harness.search_node import SearchNode
 
 GATEWAY = "inference-gateway"
 MODEL = "model-service"
+# The span of one write-behind attempt (gateway/src/write_behind.rs).
+WRITE_BEHIND_RETRY = "write-behind retry"
 ALIAS = "gw-conformance"
 # Credentials in the model URL: no signal may carry them (issue 9, item 13).
 SECRET = "s3cr3t-conformance"
@@ -268,9 +270,15 @@ def wait_for_everything(run: Run, collector: Collector) -> signals.Signals:
         training = {"load_data", "train_model", "evaluate"} <= {s.name for s in got.spans}
         metrics = {(p.metric, p.attributes.get(HTTP_REQUEST_METHOD)) for p in got.points}
         errors = any(p.attributes.get(ERROR_TYPE) == "502" for p in got.points if p.service == GATEWAY)
+        retried = any(s.name == WRITE_BEHIND_RETRY for s in got.spans)
         return (
             got
-            if servers and model_side and training and (HTTP_SERVER_REQUEST_DURATION, "_OTHER") in metrics and errors
+            if servers
+            and model_side
+            and training
+            and (HTTP_SERVER_REQUEST_DURATION, "_OTHER") in metrics
+            and errors
+            and retried
             else None
         )
 
@@ -584,6 +592,25 @@ def cache_outcomes(run: Run) -> None:
     assert outcomes >= {"hit", "miss", "bypass"}
 
 
+def write_behind_retry(run: Run) -> None:
+    """a write the store could not take is retried in a `write-behind retry` span of its own trace with
+    `ml.data_id` and a link to the trace that computed the prediction; nothing is given up"""
+    bypass = run.cases["bypass"]
+    retries = [
+        s
+        for s in run.got.spans
+        if s.service == GATEWAY
+        and s.name == WRITE_BEHIND_RETRY
+        and s.attributes.get("ml.data_id") == bypass.body["data_id"]
+    ]
+    assert retries, "the write refused during the outage is retried"
+    for retry in retries:
+        assert retry.trace_id != bypass.trace_id, "a retry is not part of the request's trace"
+        assert bypass.trace_id in {link["trace_id"] for link in retry.links}, retry.links
+    assert not [log for log in run.got.logs if log.service == GATEWAY and "gave up" in str(log.body)]
+    assert not [p for p in run.got.points if p.metric == "gateway.write_behind.dropped"]
+
+
 def log_correlation(run: Run) -> None:
     """the gateway's logs of a request carry its trace and span ids"""
     span_ids = {(s.trace_id, s.span_id) for s in run.got.spans}
@@ -677,6 +704,7 @@ RULES = {
     "db-metric-attributes": db_metric_attributes,
     "no-ids-on-metrics": no_ids_on_metrics,
     "cache-outcomes": cache_outcomes,
+    "write-behind-retry": write_behind_retry,
     "log-correlation": log_correlation,
     "no-event-names": no_event_names,
     "log-timestamps": log_timestamps,
