@@ -17,17 +17,16 @@
 //! - [`domain`]: validated request types ([`domain::DataId`], the `Cache-Control` request
 //!   directives), prediction types and the `Cache-Status` value.
 //! - [`prediction_service`]: lookup, request coalescing, model call, live model version.
-//! - [`write_behind`]: the bounded queue of writes the store could not take, each retried
+//! - [`store::write_behind`]: the bounded queue of writes the store could not take, each retried
 //!   on its own schedule, given up (counted, logged) when permanent or out of attempts.
 //! - [`store`]: the [`store::PredictionStore`] trait, Elasticsearch and in-memory implementations.
 //! - [`model_client`]: the HTTP client of the model service.
 //! - [`purge`]: `gateway purge --keep N`, deleting the predictions of runs no longer kept.
-//! - [`circuit_breaker`]: fails model calls fast while the model service is down.
+//! - [`model_client::circuit_breaker`]: fails model calls fast while the model service is down.
 //! - [`trace_context`]: links to the computing trace, unsampled background spans.
 //! - [`error`]: the one mapping from errors to HTTP status and JSON error body.
 //! - [`metrics`]: the instruments, named by the semantic conventions.
 
-pub mod circuit_breaker;
 pub mod configuration;
 pub mod domain;
 pub mod error;
@@ -42,4 +41,3 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod trace_context;
-pub mod write_behind;

@@ -26,9 +26,9 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::model_client::{ModelClient, ModelClientError};
+use crate::store::write_behind::WriteBehind;
 use crate::store::{PredictionStore, StoreError};
 use crate::trace_context::{link_to_computing_trace, untraced_span};
-use crate::write_behind::WriteBehind;
 
 /// How long a finished computation stays joinable after its result was stored: a request
 /// whose store lookup raced the write still gets this result instead of a second model call.
