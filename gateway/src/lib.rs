@@ -23,7 +23,6 @@
 //! - [`model_client`]: the HTTP client of the model service.
 //! - [`purge`]: `gateway purge --keep N`, deleting the predictions of runs no longer kept.
 //! - [`model_client::circuit_breaker`]: fails model calls fast while the model service is down.
-//! - [`trace_context`]: links to the computing trace, unsampled background spans.
 //! - [`error`]: the one mapping from errors to HTTP status and JSON error body.
 //! - [`metrics`]: the instruments, named by the semantic conventions.
 
@@ -40,4 +39,3 @@ pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod trace_context;

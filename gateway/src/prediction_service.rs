@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::model_client::{ModelClient, ModelClientError};
 use crate::store::write_behind::WriteBehind;
 use crate::store::{PredictionStore, StoreError};
-use crate::trace_context::{link_to_computing_trace, untraced_span};
+use crate::telemetry::{link_to_computing_trace, untraced_span};
 
 /// How long a finished computation stays joinable after its result was stored: a request
 /// whose store lookup raced the write still gets this result instead of a second model call.
