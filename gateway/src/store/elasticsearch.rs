@@ -46,6 +46,10 @@ const DB_SYSTEM: &str = "elasticsearch";
 /// the key as a template, so the crate has no constant for one key.
 const DB_OPERATION_PARAMETER_ID: &str = "db.operation.parameter.id";
 
+/// The index template deploy/elasticsearch loads; its `mappings` are the index's.
+const INDEX_TEMPLATE: &str =
+    include_str!("../../../deploy/elasticsearch/ml-predictions.index-template.json");
+
 /// Sent as `user-agent`, so the node's logs and slow logs name the caller.
 const USER_AGENT: &str = concat!("inference-gateway/", env!("CARGO_PKG_VERSION"));
 
@@ -345,30 +349,12 @@ impl ElasticsearchStore {
     }
 
     /// The explicit mapping of the versioned index: keyword ids and versions, a date
-    /// `created_at`, float scores; dynamic mapping stays on for `ml.*` fields.
+    /// `created_at`, float scores; dynamic mapping stays on for `ml.*` fields. Read from
+    /// the committed index template, its one source, so both sides make the same index.
     pub fn mapping() -> serde_json::Value {
-        let keyword = json!({"type": "keyword"});
-        json!({
-            "dynamic": true,
-            "dynamic_templates": [{
-                "class_probabilities": {
-                    "path_match": "prediction.probabilities.*",
-                    "mapping": {"type": "float"}
-                }
-            }],
-            "properties": {
-                "data_id": keyword,
-                "model": {"properties": {"name": keyword, "version": keyword, "run_id": keyword}},
-                "prediction": {"properties": {
-                    "label": keyword,
-                    "score": {"type": "float"},
-                    "probabilities": {"type": "object"}
-                }},
-                "created_at": {"type": "date"},
-                "trace": {"properties": {"id": keyword}},
-                "span": {"properties": {"id": keyword}}
-            }
-        })
+        let template: serde_json::Value =
+            serde_json::from_str(INDEX_TEMPLATE).expect("the committed index template is JSON");
+        template["template"]["mappings"].clone()
     }
 
     /// Learns the cluster name (for `db.namespace`), then creates the versioned index with
@@ -883,6 +869,18 @@ mod tests {
             run_id: "run-a".into(),
             data_id: DataId::parse(data_id).unwrap(),
         }
+    }
+
+    #[test]
+    fn the_mapping_is_the_committed_index_templates() {
+        let mapping = ElasticsearchStore::mapping();
+
+        assert_eq!(mapping["dynamic"], true);
+        assert_eq!(mapping["properties"]["created_at"]["type"], "date");
+        assert_eq!(
+            mapping["properties"]["model"]["properties"]["run_id"]["type"],
+            "keyword"
+        );
     }
 
     #[test]
