@@ -6,7 +6,6 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use opentelemetry::KeyValue;
-use opentelemetry::trace::TraceContextExt;
 use opentelemetry_semantic_conventions::attribute::{
     EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE, EXCEPTION_TYPE,
 };
@@ -18,6 +17,7 @@ use crate::model_client::ModelClientError;
 use crate::prediction_service::PredictionError;
 use crate::routes::cache_status_header;
 use crate::store::StoreError;
+use crate::telemetry;
 
 /// Every way a request can fail, as the client sees it.
 #[derive(Debug, thiserror::Error)]
@@ -240,17 +240,6 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// The trace id of the current span, as 32 hex characters (empty without telemetry).
-pub fn current_trace_id() -> String {
-    let cx = tracing::Span::current().context();
-    let span_context = cx.span().span_context().clone();
-    if span_context.is_valid() {
-        span_context.trace_id().to_string()
-    } else {
-        String::new()
-    }
-}
-
 impl ApiError {
     /// The error this one wraps, where the cause chain continues.
     fn cause(&self) -> Option<(String, &(dyn std::error::Error + 'static))> {
@@ -330,7 +319,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code,
                 message: self.client_message(status),
-                trace_id: current_trace_id(),
+                trace_id: telemetry::current_trace_id(),
             },
         };
         let mut response = (status, Json(body)).into_response();

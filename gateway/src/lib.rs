@@ -8,7 +8,11 @@
 //! cache-aside logic, no HTTP types) -> [`store`] and [`model_client`].
 //!
 //! - [`configuration`]: typed settings, documented defaults, `GATEWAY__` env overrides.
-//! - [`telemetry`]: tracer, meter and logger providers, propagators; the flush guard.
+//! - [`telemetry`]: tracer, meter and logger providers, propagators; the flush guard; and
+//!   every trace helper: W3C extraction and injection (`telemetry/w3c.rs`,
+//!   `telemetry/trace_context.rs`: `traceparent`/`traceresponse`, store headers without
+//!   baggage, the current trace id), links to the computing trace and unsampled
+//!   background spans (`telemetry/spans.rs`), baggage caps, plain log records.
 //! - [`startup`]: [`startup::Application`] binds, builds the router, serves until shut down.
 //! - [`server`]: the connections under the router: cap, header-read and idle timeouts,
 //!   staged shutdown, JSON answers to unparsable request heads.
@@ -16,18 +20,20 @@
 //! - [`routes`]: one file per endpoint group.
 //! - [`domain`]: validated request types ([`domain::DataId`], the `Cache-Control` request
 //!   directives), prediction types and the `Cache-Status` value.
-//! - [`prediction_service`]: lookup, request coalescing, model call, live model version.
-//! - [`write_behind`]: the bounded queue of writes the store could not take, each retried
-//!   on its own schedule, given up (counted, logged) when permanent or out of attempts.
-//! - [`store`]: the [`store::PredictionStore`] trait, Elasticsearch and in-memory implementations.
+//! - [`prediction_service`]: the cache-aside path (`mod.rs`: predict, batch, stored), with
+//!   request coalescing (`coalescing.rs`), the live model version (`live_model.rs`) and
+//!   readiness (`readiness.rs`) one file each.
+//! - [`store`]: the [`store::PredictionStore`] trait, Elasticsearch and in-memory
+//!   implementations; the index mapping is read from
+//!   `deploy/elasticsearch/ml-predictions.index-template.json`, its one source.
+//! - [`store::write_behind`]: the bounded queue of writes the store could not take, each
+//!   retried on its own schedule, given up (counted, logged) when permanent or out of attempts.
 //! - [`model_client`]: the HTTP client of the model service.
+//! - [`model_client::circuit_breaker`]: fails model calls fast while the model service is down.
 //! - [`purge`]: `gateway purge --keep N`, deleting the predictions of runs no longer kept.
-//! - [`circuit_breaker`]: fails model calls fast while the model service is down.
-//! - [`trace_context`]: links to the computing trace, unsampled background spans.
 //! - [`error`]: the one mapping from errors to HTTP status and JSON error body.
 //! - [`metrics`]: the instruments, named by the semantic conventions.
 
-pub mod circuit_breaker;
 pub mod configuration;
 pub mod domain;
 pub mod error;
@@ -41,5 +47,3 @@ pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod trace_context;
-pub mod write_behind;

@@ -11,10 +11,9 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::uri::Authority;
-use axum::http::{HeaderValue, Method, Version, header};
+use axum::http::{Method, Version, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_semantic_conventions::attribute::{
     CLIENT_ADDRESS, ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL,
@@ -276,18 +275,8 @@ async fn server_span(
         span.record("otel.status_code", "ERROR");
         span.set_attribute(ERROR_TYPE, error_type.clone());
     }
-    let cx = span.context();
-    let span_context = cx.span().span_context().clone();
-    if span_context.is_valid() {
-        let value = format!(
-            "00-{}-{}-{:02x}",
-            span_context.trace_id(),
-            span_context.span_id(),
-            span_context.trace_flags().to_u8()
-        );
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert("traceresponse", value);
-        }
+    if let Some(value) = telemetry::traceparent(&span.context()) {
+        response.headers_mut().insert("traceresponse", value);
     }
     if let Some(route) = route {
         metric_attributes.push(KeyValue::new(HTTP_ROUTE, route));

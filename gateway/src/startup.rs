@@ -20,8 +20,8 @@ use crate::model_client::{ModelClient, ModelClientError};
 use crate::prediction_service::PredictionService;
 use crate::routes::{self, AppState};
 use crate::server::{self, ConnectionLimits, Shutdown};
+use crate::store::write_behind::WriteBehind;
 use crate::store::{ElasticsearchStore, MemoryStore, PredictionStore, StoreError};
-use crate::write_behind::WriteBehind;
 
 /// How long start-up waits for the store to accept the index creation: a store that is
 /// still starting (compose, CI) should not fail the gateway.

@@ -18,6 +18,8 @@
 
 mod baggage;
 mod logs;
+mod spans;
+mod trace_context;
 mod w3c;
 
 use std::time::Duration;
@@ -45,6 +47,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 pub use baggage::BaggageLimits;
+pub use spans::{link_to_computing_trace, untraced_span};
+pub use trace_context::{current_trace_id, inject_trace_context, traceparent};
 pub use w3c::W3cExtractor;
 
 use crate::configuration::LogFormat;

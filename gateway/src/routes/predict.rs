@@ -15,8 +15,9 @@ use utoipa::openapi::{RefOr, Response};
 use super::openapi::{DeclaredErrors, body_errors, error_responses, layer_errors, model_errors};
 use super::{AppState, cache_status_header, request_directives};
 use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction};
-use crate::error::{ApiError, current_trace_id};
+use crate::error::ApiError;
 use crate::prediction_service::Outcome;
+use crate::telemetry;
 
 /// The request body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -52,7 +53,7 @@ impl From<Outcome> for PredictionResponse {
             model: stored.model,
             cache: outcome.cache,
             created_at: stored.created_at,
-            trace_id: current_trace_id(),
+            trace_id: telemetry::current_trace_id(),
         }
     }
 }

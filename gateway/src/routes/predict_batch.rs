@@ -15,7 +15,8 @@ use utoipa::openapi::{RefOr, Response};
 use super::openapi::{DeclaredErrors, body_errors, error_responses, layer_errors, model_errors};
 use super::{AppState, cache_status_header, request_directives};
 use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction};
-use crate::error::{ApiError, current_trace_id};
+use crate::error::ApiError;
+use crate::telemetry;
 
 /// The request body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -174,7 +175,7 @@ pub async fn predict_batch(
                 }
             })
             .collect(),
-        trace_id: current_trace_id(),
+        trace_id: telemetry::current_trace_id(),
     });
     Ok((cache_status, response))
 }

@@ -14,8 +14,7 @@ use std::time::Instant;
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use opentelemetry::trace::TraceContextExt as _;
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::KeyValue;
 use opentelemetry_semantic_conventions::attribute::{
     DB_COLLECTION_NAME, DB_NAMESPACE, DB_OPERATION_BATCH_SIZE, DB_OPERATION_NAME,
     DB_RESPONSE_STATUS_CODE, DB_SYSTEM_NAME, ERROR_TYPE, HTTP_REQUEST_METHOD, SERVER_ADDRESS,
@@ -35,6 +34,7 @@ use super::{PredictionStore, StoreError, StoreFuture};
 use crate::configuration::StoreSettings;
 use crate::domain::{DataId, ModelInfo, Prediction, PredictionKey, StoredPrediction};
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// Everything but unreserved characters is escaped in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
@@ -46,13 +46,15 @@ const DB_SYSTEM: &str = "elasticsearch";
 /// the key as a template, so the crate has no constant for one key.
 const DB_OPERATION_PARAMETER_ID: &str = "db.operation.parameter.id";
 
+/// The index template deploy/elasticsearch loads; its `mappings` are the index's.
+const INDEX_TEMPLATE: &str =
+    include_str!("../../../deploy/elasticsearch/ml-predictions.index-template.json");
+
 /// Sent as `user-agent`, so the node's logs and slow logs name the caller.
 const USER_AGENT: &str = concat!("inference-gateway/", env!("CARGO_PKG_VERSION"));
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NDJSON: HeaderValue = HeaderValue::from_static("application/x-ndjson");
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
 
 /// The document id of `key`: hex SHA-256 of its length-prefixed parts (model name,
 /// version label, run id, data id). 64 characters from `[0-9a-f]`, whatever the data id
@@ -347,30 +349,12 @@ impl ElasticsearchStore {
     }
 
     /// The explicit mapping of the versioned index: keyword ids and versions, a date
-    /// `created_at`, float scores; dynamic mapping stays on for `ml.*` fields.
+    /// `created_at`, float scores; dynamic mapping stays on for `ml.*` fields. Read from
+    /// the committed index template, its one source, so both sides make the same index.
     pub fn mapping() -> serde_json::Value {
-        let keyword = json!({"type": "keyword"});
-        json!({
-            "dynamic": true,
-            "dynamic_templates": [{
-                "class_probabilities": {
-                    "path_match": "prediction.probabilities.*",
-                    "mapping": {"type": "float"}
-                }
-            }],
-            "properties": {
-                "data_id": keyword,
-                "model": {"properties": {"name": keyword, "version": keyword, "run_id": keyword}},
-                "prediction": {"properties": {
-                    "label": keyword,
-                    "score": {"type": "float"},
-                    "probabilities": {"type": "object"}
-                }},
-                "created_at": {"type": "date"},
-                "trace": {"properties": {"id": keyword}},
-                "span": {"properties": {"id": keyword}}
-            }
-        })
+        let template: serde_json::Value =
+            serde_json::from_str(INDEX_TEMPLATE).expect("the committed index template is JSON");
+        template["template"]["mappings"].clone()
     }
 
     /// Learns the cluster name (for `db.namespace`), then creates the versioned index with
@@ -484,7 +468,7 @@ impl ElasticsearchStore {
         );
         let mut request = self.client.request(call.method, call.url);
         let mut headers = HeaderMap::new();
-        inject_trace_context(&span.context(), &mut headers);
+        telemetry::inject_trace_context(&span.context(), &mut headers);
         if let Some(payload) = call.body {
             headers.insert(CONTENT_TYPE, payload.content_type);
             request = request.body(payload.bytes);
@@ -544,39 +528,6 @@ impl ElasticsearchStore {
 /// a missing index comes back from `get` as an error all the same, see its body check.)
 fn is_error(op: &Operation, status: u16) -> bool {
     status >= 400 && !(status == 404 && op.name == "get")
-}
-
-/// W3C trace context of `cx` as request headers: `traceparent`, and `tracestate` only when
-/// it has entries. Never baggage: it is the client's, can be large (8 KB of it made the node
-/// refuse a request with 400, issue 8), and the store has no use for it. Nothing is added
-/// for a context without a valid span.
-fn inject_trace_context(cx: &Context, headers: &mut HeaderMap) {
-    let span = cx.span();
-    let span_context = span.span_context();
-    if !span_context.is_valid() {
-        return;
-    }
-    // version-trace_id-parent_id-flags, hex-encoded into place: 2 + 1 + 32 + 1 + 16 + 1 + 2.
-    let mut traceparent = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    let ids = [
-        (&span_context.trace_id().to_bytes()[..], 3..35),
-        (&span_context.span_id().to_bytes()[..], 36..52),
-        (&[span_context.trace_flags().to_u8()][..], 53..55),
-    ];
-    for (bytes, range) in ids {
-        hex::encode_to_slice(bytes, &mut traceparent[range])
-            .expect("each range is twice as long as its bytes");
-    }
-    headers.insert(
-        TRACEPARENT,
-        HeaderValue::from_bytes(&traceparent).expect("hex digits and dashes are a header value"),
-    );
-    let tracestate = span_context.trace_state().header();
-    if !tracestate.is_empty()
-        && let Ok(value) = HeaderValue::try_from(tracestate)
-    {
-        headers.insert(TRACESTATE, value);
-    }
 }
 
 /// `Basic base64(user:password)`, computed once rather than on every request.
@@ -909,11 +860,6 @@ fn status_error(status: u16, body: &[u8]) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::baggage::BaggageExt;
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-    };
-
     use super::*;
 
     fn key(data_id: &str) -> PredictionKey {
@@ -925,53 +871,16 @@ mod tests {
         }
     }
 
-    /// A context holding a sampled remote span with `trace_state`, and 8 KB of baggage.
-    fn context_with(trace_state: TraceState) -> Context {
-        let span_context = SpanContext::new(
-            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
-            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
-            TraceFlags::SAMPLED,
-            true,
-            trace_state,
-        );
-        Context::new()
-            .with_remote_span_context(span_context)
-            .with_baggage([KeyValue::new("ml.experiment", "x".repeat(8 * 1024))])
-    }
-
     #[test]
-    fn store_requests_carry_traceparent_and_never_baggage_or_an_empty_tracestate() {
-        let mut headers = HeaderMap::new();
+    fn the_mapping_is_the_committed_index_templates() {
+        let mapping = ElasticsearchStore::mapping();
 
-        inject_trace_context(&context_with(TraceState::NONE), &mut headers);
-
+        assert_eq!(mapping["dynamic"], true);
+        assert_eq!(mapping["properties"]["created_at"]["type"], "date");
         assert_eq!(
-            headers[TRACEPARENT],
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            mapping["properties"]["model"]["properties"]["run_id"]["type"],
+            "keyword"
         );
-        assert!(!headers.contains_key(TRACESTATE), "{headers:?}");
-        assert!(!headers.contains_key("baggage"), "{headers:?}");
-        assert_eq!(headers.len(), 1);
-    }
-
-    #[test]
-    fn a_non_empty_tracestate_is_passed_on() {
-        let mut headers = HeaderMap::new();
-        let state = TraceState::from_key_value([("vendor", "opaque")]).unwrap();
-
-        inject_trace_context(&context_with(state), &mut headers);
-
-        assert_eq!(headers[TRACESTATE], "vendor=opaque");
-        assert!(!headers.contains_key("baggage"), "{headers:?}");
-    }
-
-    #[test]
-    fn a_context_without_a_span_adds_no_header() {
-        let mut headers = HeaderMap::new();
-
-        inject_trace_context(&Context::new(), &mut headers);
-
-        assert!(headers.is_empty(), "{headers:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::domain::{PredictionKey, StoredPrediction};
 use crate::store::{PredictionStore, StoreError};
-use crate::trace_context::link_to_computing_trace;
+use crate::telemetry::link_to_computing_trace;
 
 /// First retry delay; doubled after each failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

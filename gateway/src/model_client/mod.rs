@@ -1,6 +1,8 @@
 //! The model service client: one reqwest client with timeouts, an HTTP client span per
 //! call with the trace context injected from inside it.
 
+pub mod circuit_breaker;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::circuit_breaker::{CallOutcome, CircuitBreaker};
+use self::circuit_breaker::{CallOutcome, CircuitBreaker};
 use crate::configuration::ModelSettings;
 use crate::domain::{DataId, ModelInfo, Prediction};
 use crate::metrics::Metrics;
@@ -203,7 +205,7 @@ impl ModelClient {
     /// Runs a prediction call through the circuit breaker. Version reads and readiness
     /// checks are not guarded: they are how the gateway notices the service is back.
     /// If this future is dropped mid-call, the permit reports on drop (see
-    /// [`crate::circuit_breaker::Permit`]).
+    /// [`circuit_breaker::Permit`]).
     async fn guarded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, ModelClientError>>,

@@ -1,5 +1,5 @@
-//! The gateway's own uses of trace context beyond the server span: links from a served
-//! prediction to the trace that computed it, and unsampled spans for background calls.
+//! The spans the gateway shapes beyond the server span: links from a served prediction to
+//! the trace that computed it, and unsampled spans for background calls.
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};

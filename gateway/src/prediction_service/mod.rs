@@ -1,23 +1,24 @@
 //! The cache-aside prediction path: look the prediction up for the live model run,
-//! compute it on a miss (one model call per key however many requests wait for it),
-//! store it with the computing trace, and follow the model service's live model, as the
-//! client's RFC 9111 request directives allow.
+//! compute it on a miss, store it with the computing trace, as the client's RFC 9111
+//! request directives allow. Coalescing, the live model and readiness have a file each.
 //!
 //! Computations are detached from the requests that wait for them: a model call and its
 //! store write run in their own task, inside the trace of the request that started them,
 //! so a client hang-up or a request deadline never throws shared work away.
 
+mod coalescing;
+mod live_model;
+mod readiness;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
 use opentelemetry::KeyValue;
 use opentelemetry::context::FutureExt;
 use opentelemetry::trace::TraceContextExt;
-use tokio::sync::watch;
-use tracing::{Instrument, Span};
+use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::domain::{
@@ -26,13 +27,12 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::model_client::{ModelClient, ModelClientError};
+use crate::store::write_behind::WriteBehind;
 use crate::store::{PredictionStore, StoreError};
-use crate::trace_context::{link_to_computing_trace, untraced_span};
-use crate::write_behind::WriteBehind;
+use crate::telemetry::link_to_computing_trace;
 
-/// How long a finished computation stays joinable after its result was stored: a request
-/// whose store lookup raced the write still gets this result instead of a second model call.
-const COALESCE_LINGER: Duration = Duration::from_secs(2);
+use coalescing::Flights;
+pub use readiness::DependencyStatus;
 
 /// Why a prediction could not be served.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -79,37 +79,6 @@ pub struct BatchOutcome {
     /// `detail=bypass` when the multi-get failed; `ttl` the least of the items'.
     pub status: CacheStatus,
 }
-
-/// The state of each dependency, for readiness.
-#[derive(Debug, Clone)]
-pub struct DependencyStatus {
-    /// Store kind and its check's result.
-    pub store: (&'static str, Result<(), String>),
-    /// The model service check's result (the live model when up).
-    pub model: Result<ModelInfo, String>,
-}
-
-/// A computed prediction and whether the store acknowledged its write.
-#[derive(Debug, Clone)]
-struct Computed {
-    prediction: StoredPrediction,
-    stored: bool,
-}
-
-type FlightResult = Result<Computed, PredictionError>;
-/// A computation in progress: `None` until its result is published.
-type Flight = watch::Receiver<Option<FlightResult>>;
-
-/// A flight in the coalescing table and whether its prediction is to be written: true as
-/// soon as one requester (starter or joiner) did not say `no-store`, so a `no-store`
-/// request never makes a shared computation skip the write the others expect. Set and
-/// read under the table's lock, so no joiner slips in after the decision.
-struct FlightEntry {
-    flight: Flight,
-    store: Arc<AtomicBool>,
-}
-
-type Flights = Arc<Mutex<HashMap<PredictionKey, FlightEntry>>>;
 
 /// The cache-aside logic; no HTTP types.
 pub struct PredictionService {
@@ -424,38 +393,6 @@ impl PredictionService {
         Ok(Some(self.hit(stored)))
     }
 
-    /// Re-reads the live model from the model service (called on an interval).
-    pub async fn refresh_live_model(&self) {
-        let result = self
-            .model
-            .model_info()
-            .instrument(untraced_span("refresh live model"))
-            .await;
-        match result {
-            Ok(model) => self.set_live(model),
-            Err(error) => tracing::debug!(
-                error = &error as &dyn std::error::Error,
-                "cannot refresh the live model"
-            ),
-        }
-    }
-
-    /// Checks the store and the model service (readiness); also refreshes the live model.
-    pub async fn check_dependencies(&self) -> DependencyStatus {
-        let span = untraced_span("readiness");
-        let (store, model) = tokio::join!(
-            self.store.ping().instrument(span.clone()),
-            self.model.model_info().instrument(span),
-        );
-        if let Ok(model) = &model {
-            self.set_live(model.clone());
-        }
-        DependencyStatus {
-            store: (self.store.kind(), store.map_err(|e| store_summary(&e))),
-            model: model.map_err(|e| model_summary(&e)),
-        }
-    }
-
     /// Counts a served prediction by outcome and by the directives that applied (no ids).
     fn count(&self, cache: CacheResult, directives: &RequestDirectives) {
         self.metrics.cache_results.add(
@@ -487,169 +424,6 @@ impl PredictionService {
         let age = i64::try_from(Self::age(prediction).as_secs()).unwrap_or(i64::MAX);
         self.max_age
             .map(|max_age| i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX) - age)
-    }
-
-    /// The live model: as last learned, or asked for now if never learned.
-    async fn live_model(&self) -> Result<ModelInfo, PredictionError> {
-        if let Some(model) = self.read_live() {
-            return Ok(model);
-        }
-        let model = self.model.model_info().await?;
-        self.set_live(model.clone());
-        Ok(model)
-    }
-
-    fn read_live(&self) -> Option<ModelInfo> {
-        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set_live(&self, model: ModelInfo) {
-        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
-        if live.as_ref() != Some(&model) {
-            tracing::info!(
-                ml.model.name = %model.name,
-                ml.model.version = %model.version,
-                ml.run_id = %model.run_id,
-                "live model version learned"
-            );
-            *live = Some(model);
-        }
-    }
-
-    /// Computes the prediction of `key`, or joins a computation already running for it
-    /// that `directives` accept; also says whether it joined (`collapsed`).
-    async fn compute_once(
-        self: &Arc<Self>,
-        key: PredictionKey,
-        directives: &RequestDirectives,
-    ) -> Result<(Computed, bool), PredictionError> {
-        let (mut flight, collapsed) = self.join_or_start(key, directives);
-        let result = match flight.wait_for(Option::is_some).await {
-            Ok(done) => done.clone().unwrap_or(Err(PredictionError::Aborted)),
-            // The computing task ended without publishing: it panicked.
-            Err(_) => Err(PredictionError::Aborted),
-        };
-        let computed = result?;
-        let span = Span::current();
-        let own_trace = span.context().span().span_context().trace_id().to_string();
-        if computed.prediction.trace_id != own_trace {
-            // Served by another request's model call: point at the trace that made it.
-            link_to_computing_trace(&span, &computed.prediction);
-        }
-        Ok((computed, collapsed))
-    }
-
-    /// Whether a request with `directives` may take the result of `flight`: one still
-    /// computing is as fresh as its own call would be; a finished (lingering) one is a
-    /// stored prediction by now, so `no-cache` never takes it and `max-age` and the
-    /// maximum age judge its age. A failed one is shared, as before it is forgotten.
-    fn may_join(&self, flight: &Flight, directives: &RequestDirectives) -> bool {
-        match &*flight.borrow() {
-            None | Some(Err(_)) => true,
-            Some(Ok(done)) => !directives.no_cache && self.is_fresh(&done.prediction, directives),
-        }
-    }
-
-    /// The flight of `key`: the one in progress if `directives` accept it (then `true`),
-    /// or a new one computing in its own task, inside the current (requesting) trace,
-    /// whatever becomes of the requester. A new flight replaces one the request could not
-    /// join in the table; that one still lands for its own waiters.
-    fn join_or_start(
-        self: &Arc<Self>,
-        key: PredictionKey,
-        directives: &RequestDirectives,
-    ) -> (Flight, bool) {
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = flights.get(&key)
-            && self.may_join(&entry.flight, directives)
-        {
-            if !directives.no_store {
-                entry.store.store(true, Ordering::Relaxed);
-            }
-            return (entry.flight.clone(), true);
-        }
-        let (publish, flight) = watch::channel(None);
-        let store = Arc::new(AtomicBool::new(!directives.no_store));
-        let entry = FlightEntry {
-            flight: flight.clone(),
-            store: Arc::clone(&store),
-        };
-        flights.insert(key.clone(), entry);
-        drop(flights);
-        let landing = Landing {
-            flights: Arc::clone(&self.flights),
-            key,
-            flight: flight.clone(),
-            store,
-        };
-        let this = Arc::clone(self);
-        let requesting = Span::current().context();
-        let computing = requesting.clone();
-        let task = async move {
-            let result = this.compute(&landing, &computing).await;
-            // Linger only where a write may race a lookup; unwritten results are gone at once.
-            let linger = result.is_ok() && landing.store.load(Ordering::Relaxed);
-            publish.send_replace(Some(result));
-            if linger {
-                tokio::time::sleep(COALESCE_LINGER).await;
-            }
-            drop(landing);
-        };
-        tokio::spawn(task.with_context(requesting));
-        (flight, false)
-    }
-
-    /// One model call and, unless every requester said `no-store`, one store write,
-    /// recorded with the computing trace.
-    async fn compute(&self, landing: &Landing, computing: &opentelemetry::Context) -> FlightResult {
-        let key = &landing.key;
-        let answer = self.model.predict(&key.data_id).await?;
-        let span_context = computing.span().span_context().clone();
-        let stored = StoredPrediction {
-            data_id: key.data_id.clone(),
-            model: answer.model,
-            prediction: answer.prediction,
-            created_at: Utc::now(),
-            trace_id: span_context.trace_id().to_string(),
-            span_id: span_context.span_id().to_string(),
-        };
-        // The model may have switched (version or run) since the live one was learned:
-        // follow it, and store the prediction under the model that made it.
-        if !key.is_of(&stored.model) {
-            self.set_live(stored.model.clone());
-        }
-        if !landing.decide_store() {
-            return Ok(Computed {
-                prediction: stored,
-                stored: false,
-            });
-        }
-        let store_key = PredictionKey::new(&stored.model, key.data_id.clone());
-        match self.store.put(&store_key, &stored).await {
-            Ok(()) => {
-                tracing::info!(
-                    ml.data_id = %stored.data_id,
-                    ml.model.version = %stored.model.version,
-                    ml.run_id = %stored.model.run_id,
-                    "prediction computed and stored"
-                );
-                Ok(Computed {
-                    prediction: stored,
-                    stored: true,
-                })
-            }
-            Err(error) => {
-                tracing::warn!(
-                    error = &error as &dyn std::error::Error,
-                    "cannot store the prediction; queued for a retry"
-                );
-                self.write_behind.enqueue(store_key, stored.clone());
-                Ok(Computed {
-                    prediction: stored,
-                    stored: false,
-                })
-            }
-        }
     }
 
     /// The batched model call and (when `store`) bulk write of a batch's misses.
@@ -720,77 +494,4 @@ struct ComputedBatch {
     not_found: Vec<DataId>,
     /// Whether the bulk write was acknowledged.
     stored: bool,
-}
-
-/// Removes a flight from the coalescing table when dropped: after the linger on success,
-/// at once on failure (so the next request tries again), and also if the computing task
-/// panicked (unwinding drops it), so no key is left joined to a dead flight.
-struct Landing {
-    flights: Flights,
-    key: PredictionKey,
-    flight: Flight,
-    /// Whether to write the prediction (the entry's flag).
-    store: Arc<AtomicBool>,
-}
-
-impl Landing {
-    /// Whether to write the computed prediction, decided once under the table's lock. A
-    /// flight nobody wants written leaves the table at once, so a request that does want
-    /// its prediction stored starts its own flight instead of joining an unwritten one.
-    fn decide_store(&self) -> bool {
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        let store = self.store.load(Ordering::Relaxed);
-        if !store
-            && flights
-                .get(&self.key)
-                .is_some_and(|entry| entry.flight.same_channel(&self.flight))
-        {
-            flights.remove(&self.key);
-        }
-        store
-    }
-}
-
-impl Drop for Landing {
-    fn drop(&mut self) {
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if flights
-            .get(&self.key)
-            .is_some_and(|entry| entry.flight.same_channel(&self.flight))
-        {
-            flights.remove(&self.key);
-        }
-    }
-}
-
-/// A short cause for readiness bodies: no addresses, no upstream text.
-fn store_summary(error: &StoreError) -> String {
-    match error {
-        StoreError::Unreachable(_) => "unreachable".into(),
-        StoreError::Status { status, .. } => format!("answered {status}"),
-        StoreError::Decode(_) => "undecodable answer".into(),
-        StoreError::BulkItems { .. } => "bulk items failed".into(),
-        StoreError::Encode(_) => "unserializable request".into(),
-        StoreError::InvalidSettings(_) | StoreError::InvalidUrl(_) | StoreError::HttpClient(_) => {
-            "misconfigured".into()
-        }
-    }
-}
-
-/// A short cause for readiness bodies: no addresses, no upstream text.
-fn model_summary(error: &ModelClientError) -> String {
-    match error {
-        ModelClientError::Unreachable(_) | ModelClientError::ServiceUnavailable => {
-            "unavailable".into()
-        }
-        ModelClientError::Timeout(_) => "timeout".into(),
-        ModelClientError::CircuitOpen { .. } => "circuit open".into(),
-        ModelClientError::UnknownDataId => "unexpected 404".into(),
-        ModelClientError::InvalidUrl(_) | ModelClientError::HttpClient(_) => "misconfigured".into(),
-        ModelClientError::Request(_)
-        | ModelClientError::UnreadableBody(_)
-        | ModelClientError::Undecodable { .. }
-        | ModelClientError::UnexpectedStatus { .. }
-        | ModelClientError::UnaskedDataId { .. } => "bad answer".into(),
-    }
 }
