@@ -47,3 +47,32 @@ pub fn untraced_span(name: &'static str) -> Span {
     let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
     span
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TraceContextExt;
+
+    use super::*;
+
+    /// The parent a background span was given: what its outgoing calls propagate.
+    fn parent_of(span: &Span) -> SpanContext {
+        span.context().span().span_context().clone()
+    }
+
+    #[test]
+    fn background_spans_carry_random_unsampled_trace_ids() {
+        crate::telemetry::init_for_tests();
+        let ids: Vec<SpanContext> = (0..8)
+            .map(|_| parent_of(&untraced_span("refresh live model")))
+            .collect();
+
+        for id in &ids {
+            assert!(id.is_valid());
+            assert!(!id.is_sampled(), "background calls are not recorded");
+            let upper_half = u128::from_be_bytes(id.trace_id().to_bytes()) >> 64;
+            assert_ne!(upper_half, 0, "not a clock value: {}", id.trace_id());
+        }
+        let distinct: std::collections::HashSet<_> = ids.iter().map(|id| id.trace_id()).collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
+}
