@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -151,16 +150,6 @@ def wrk(
     )
 
 
-def document_id(model_name: str, model_version: str, data_id: str) -> str:
-    """The gateway's document id (gateway/src/store/elasticsearch.rs, `document_id`)."""
-    digest = hashlib.sha256()
-    for part in (model_name, model_version, data_id):
-        encoded = part.encode()
-        digest.update(len(encoded).to_bytes(8, "big"))
-        digest.update(encoded)
-    return digest.hexdigest()
-
-
 def predict_line(data_id: str) -> str:
     return f'POST /v1/predict {{"data_id":"{data_id}"}}'
 
@@ -225,14 +214,22 @@ def warm_hit_set(gateway: Gateway, node_url: str) -> list[str]:
     """Stores the hit set's predictions through the gateway; the direct GET paths of their documents."""
     response = requests.post(f"{gateway.url}/v1/predict/batch", json={"data_ids": HIT_IDS}, timeout=120)
     response.raise_for_status()
-    model = gateway.predict(HIT_IDS[0]).json()["model"]
-    ids = [document_id(model["name"], model["version"], data_id) for data_id in HIT_IDS]
+    run_id = gateway.predict(HIT_IDS[0]).json()["model"]["run_id"]
 
-    def all_stored() -> bool:
-        answer = requests.post(f"{node_url}/{INDEX_ALIAS}/_mget", json={"ids": ids}, timeout=30).json()
-        return all(doc.get("found") for doc in answer["docs"])
+    def stored_ids() -> list[str] | None:
+        # The node says which documents hold them, so the gateway's document id rule is
+        # not written a second time here.
+        requests.post(f"{node_url}/{INDEX_ALIAS}/_refresh", timeout=30).raise_for_status()
+        query = {"bool": {"filter": [{"terms": {"data_id": HIT_IDS}}, {"term": {"model.run_id": run_id}}]}}
+        answer = requests.post(
+            f"{node_url}/{INDEX_ALIAS}/_search",
+            json={"query": query, "size": len(HIT_IDS), "_source": False},
+            timeout=30,
+        ).json()
+        hits = answer["hits"]["hits"]
+        return [hit["_id"] for hit in hits] if len(hits) == len(HIT_IDS) else None
 
-    poll_until(all_stored, "the hit set's documents to be in the store", timeout=60)
+    ids = poll_until(stored_ids, "the hit set's documents to be in the store", timeout=60)
     hit = gateway.predict(HIT_IDS[-1]).json()
     if hit.get("cache") != "hit":
         raise RuntimeError(f"a stored id was not served from the store: {hit}")
