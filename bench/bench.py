@@ -37,7 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from harness.collector import NO_TELEMETRY_ENV, bed_config  # noqa: E402
-from harness.gateway import Gateway  # noqa: E402
+from harness.gateway import Gateway, gateway_binary  # noqa: E402
 from harness.model_service import RunningModelService, start_model_service  # noqa: E402
 from harness.polling import poll_until  # noqa: E402
 from harness.ports import free_port  # noqa: E402
@@ -158,24 +158,6 @@ def model_line(data_id: str) -> str:
     return f'POST /predict {{"data_id":"{data_id}"}}'
 
 
-def release_gateway() -> Path:
-    """Builds the release gateway and returns the executable cargo reports."""
-    output = subprocess.run(
-        ["cargo", "build", "--release", "--locked", "--quiet", "-p", "gateway", "--bin", "gateway"]
-        + ["--message-format=json"],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for line in output.splitlines():
-        message = json.loads(line)
-        is_binary = message.get("reason") == "compiler-artifact" and message.get("executable")
-        if is_binary and message["target"]["name"] == "gateway":
-            return Path(message["executable"])
-    raise RuntimeError("cargo did not report the gateway executable")
-
-
 def start_collector(binary: Path, work_dir: Path) -> tuple[ManagedProcess, str]:
     """The bed's collector, receiving OTLP and discarding it after a one-line summary per batch:
     the bed's file exporter would write about a gigabyte of JSON in this benchmark."""
@@ -196,18 +178,10 @@ def start_collector(binary: Path, work_dir: Path) -> tuple[ManagedProcess, str]:
 
 
 def start_gateway(binary: Path, work_dir: Path, name: str, env: dict[str, str]) -> Gateway:
-    port = free_port()
-    process = ManagedProcess(
-        name,
-        [binary],
-        env={"GATEWAY__SERVER__PORT": str(port), **env},
-        log_dir=work_dir / "logs",
-    ).start()
-    url = f"http://127.0.0.1:{port}"
-    process.wait_until_ready(
-        lambda: requests.get(f"{url}/readyz", timeout=2).status_code == 200, f"{name} to be ready", timeout=120
-    )
-    return Gateway(process, url)
+    """A release gateway through the harness, returned once ready (store and model up)."""
+    gateway = Gateway.start(work_dir, env["GATEWAY__MODEL__URL"], binary=binary, extra_env=env, name=name)
+    poll_until(gateway.ready, f"{name} to be ready", timeout=120)
+    return gateway
 
 
 def warm_hit_set(gateway: Gateway, node_url: str) -> list[str]:
@@ -329,7 +303,7 @@ def main() -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     venv_bin = Path(sys.executable).parent
     print(f"bench: parts log to {work_dir}/logs", file=sys.stderr)
-    binary = args.gateway or release_gateway()
+    binary = args.gateway or gateway_binary(release=True)
     try:
         node = SearchNode.start(provisioned("provision-search-node.sh"), work_dir)
         _, collector_endpoint = start_collector(provisioned("provision-collector.sh"), work_dir)
@@ -405,6 +379,9 @@ def exported_env(endpoint: str) -> dict[str, str]:
     intervals, as deployed (the harness's `otel_env` shortens them for tests)."""
     return {
         "OTEL_SERVICE_NAME": "inference-gateway",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",

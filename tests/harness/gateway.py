@@ -22,10 +22,12 @@ _LISTENING = re.compile(r"gateway listening on (http://\S+)")
 
 
 @functools.cache
-def gateway_binary() -> Path:
-    """Builds the gateway (debug, incremental) and returns the executable cargo reports."""
+def gateway_binary(release: bool = False) -> Path:
+    """Builds the gateway (debug and incremental, or `release` for measurements) and returns
+    the executable cargo reports."""
+    profile = ["--release", "--locked"] if release else []
     output = subprocess.run(
-        ["cargo", "build", "--quiet", "-p", "gateway", "--bin", "gateway", "--message-format=json"],
+        ["cargo", "build", *profile, "--quiet", "-p", "gateway", "--bin", "gateway", "--message-format=json"],
         cwd=REPO_ROOT,
         check=True,
         capture_output=True,
@@ -59,13 +61,15 @@ class Gateway:
         name: str = "gateway",
         timeout: float = 60.0,
         open_files_limit: int | None = None,
+        binary: Path | None = None,
     ) -> Gateway:
         """Starts the gateway and returns once `/healthz` answers.
 
         Without `store_url` it uses its embedded in-memory store; without `collector`
         it exports no telemetry. `open_files_limit` sets RLIMIT_NOFILE (soft and hard)
         for the gateway alone: `prlimit` sets it on itself and then execs the binary,
-        so the process the harness signals is the gateway.
+        so the process the harness signals is the gateway. `binary` replaces the debug
+        build (the benchmark runs `gateway_binary(release=True)`).
         """
         env = {
             # The kernel picks the port; the gateway prints what it bound.
@@ -85,7 +89,7 @@ class Gateway:
         else:
             env.update(NO_TELEMETRY_ENV)
         env.update(extra_env or {})
-        argv: list[str | Path] = [gateway_binary()]
+        argv: list[str | Path] = [binary or gateway_binary()]
         if open_files_limit is not None:
             argv = ["prlimit", f"--nofile={open_files_limit}:{open_files_limit}", "--", *argv]
         process = ManagedProcess(name, argv, env=env, log_dir=work_dir / "logs").start()

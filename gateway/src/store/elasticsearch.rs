@@ -24,6 +24,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use secrecy::ExposeSecret as _;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -242,6 +243,20 @@ struct Call<'a> {
     batch_size: Option<usize>,
 }
 
+impl Call<'_> {
+    /// A request to `op`'s fixed URL (every operation but `get` and `index`, whose URL
+    /// names the document).
+    fn fixed(op: &Operation, method: Method, body: Option<Payload>) -> Self {
+        Self {
+            method,
+            url: op.url.clone(),
+            body,
+            document: None,
+            batch_size: None,
+        }
+    }
+}
+
 impl ElasticsearchStore {
     /// A client for `settings.url`; does not contact the store.
     ///
@@ -370,16 +385,7 @@ impl ElasticsearchStore {
             "aliases": {self.alias_name(): {"is_write_index": true}}
         });
         let answer = self
-            .call(
-                op,
-                Call {
-                    method: Method::PUT,
-                    url: op.url.clone(),
-                    body: Some(json_payload(&body)?),
-                    document: None,
-                    batch_size: None,
-                },
-            )
+            .call(op, Call::fixed(op, Method::PUT, Some(json_payload(&body)?)))
             .await?;
         match answer.status {
             200..=299 => Ok(()),
@@ -399,18 +405,7 @@ impl ElasticsearchStore {
             return Ok(());
         }
         let op = &self.operations.info;
-        let answer = self
-            .call(
-                op,
-                Call {
-                    method: Method::GET,
-                    url: op.url.clone(),
-                    body: None,
-                    document: None,
-                    batch_size: None,
-                },
-            )
-            .await?;
+        let answer = self.call(op, Call::fixed(op, Method::GET, None)).await?;
         match serde_json::from_slice::<InfoResponse>(&answer.body) {
             Ok(info) if answer.status == 200 => {
                 let _ = self.cluster_name.set(info.cluster_name);
@@ -664,11 +659,12 @@ impl PredictionStore for ElasticsearchStore {
             let ids: Vec<String> = keys.iter().map(document_id).collect();
             let op = &self.operations.mget;
             let call = Call {
-                method: Method::POST,
-                url: op.url.clone(),
-                body: Some(json_payload(&json!({ "ids": ids }))?),
-                document: None,
                 batch_size: Some(keys.len()),
+                ..Call::fixed(
+                    op,
+                    Method::POST,
+                    Some(json_payload(&json!({ "ids": ids }))?),
+                )
             };
             let answer = self.call(op, call).await?;
             if answer.status != 200 {
@@ -711,15 +707,13 @@ impl PredictionStore for ElasticsearchStore {
                 body.push(b'\n');
             }
             let op = &self.operations.bulk;
+            let payload = Payload {
+                content_type: NDJSON,
+                bytes: body,
+            };
             let call = Call {
-                method: Method::POST,
-                url: op.url.clone(),
-                body: Some(Payload {
-                    content_type: NDJSON,
-                    bytes: body,
-                }),
-                document: None,
                 batch_size: Some(items.len()),
+                ..Call::fixed(op, Method::POST, Some(payload))
             };
             let answer = self.call(op, call).await?;
             if answer.status != 200 {
@@ -732,14 +726,7 @@ impl PredictionStore for ElasticsearchStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let op = &self.operations.alias_exists;
-            let call = Call {
-                method: Method::HEAD,
-                url: op.url.clone(),
-                body: None,
-                document: None,
-                batch_size: None,
-            };
-            let answer = self.call(op, call).await?;
+            let answer = self.call(op, Call::fixed(op, Method::HEAD, None)).await?;
             match answer.status {
                 200 => Ok(()),
                 status => Err(status_error(status, &answer.body)),
@@ -765,20 +752,7 @@ impl ElasticsearchStore {
                 "aggs": {"newest": {"max": {"field": "created_at"}}}
             }}
         });
-        let op = &self.operations.search;
-        let call = Call {
-            method: Method::POST,
-            url: op.url.clone(),
-            body: Some(json_payload(&body)?),
-            document: None,
-            batch_size: None,
-        };
-        let answer = self.call(op, call).await?;
-        if answer.status != 200 {
-            return Err(status_error(answer.status, &answer.body));
-        }
-        let response: SearchResponse =
-            serde_json::from_slice(&answer.body).map_err(decode_error)?;
+        let response: SearchResponse = self.post_json(&self.operations.search, &body).await?;
         Ok(response
             .aggregations
             .runs
@@ -793,24 +767,35 @@ impl ElasticsearchStore {
     /// refreshed after, version conflicts with concurrent writes skipped); the number deleted.
     pub async fn delete_runs_except(&self, keep: &[String]) -> Result<u64, StoreError> {
         let body = json!({"query": {"bool": {"must_not": {"terms": {"model.run_id": keep}}}}});
-        let op = &self.operations.delete_by_query;
-        let call = Call {
-            method: Method::POST,
-            url: op.url.clone(),
-            body: Some(json_payload(&body)?),
-            document: None,
-            batch_size: None,
-        };
+        let response: DeleteByQueryResponse = self
+            .post_json(&self.operations.delete_by_query, &body)
+            .await?;
+        if !response.failures.is_empty() {
+            return Err(StoreError::Status {
+                status: 200,
+                body: format!(
+                    "delete-by-query: {} failures, the first: {}",
+                    response.failures.len(),
+                    response.failures[0]
+                ),
+            });
+        }
+        Ok(response.deleted)
+    }
+
+    /// POSTs `body` to `op`'s fixed URL and decodes a 200 answer as `T`; another status
+    /// is [`StoreError::Status`].
+    async fn post_json<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        body: &impl Serialize,
+    ) -> Result<T, StoreError> {
+        let call = Call::fixed(op, Method::POST, Some(json_payload(body)?));
         let answer = self.call(op, call).await?;
         if answer.status != 200 {
             return Err(status_error(answer.status, &answer.body));
         }
-        let response: DeleteByQueryResponse =
-            serde_json::from_slice(&answer.body).map_err(decode_error)?;
-        if !response.failures.is_empty() {
-            return Err(status_error(answer.status, &answer.body));
-        }
-        Ok(response.deleted)
+        serde_json::from_slice(&answer.body).map_err(decode_error)
     }
 }
 
