@@ -83,6 +83,17 @@ pub struct CacheStatus {
     pub ttl: Option<i64>,
 }
 
+impl CacheStatus {
+    /// A hit with no maximum age configured: the status of most answers.
+    pub const HIT: Self = Self {
+        handling: Handling::Hit,
+        ttl: None,
+    };
+}
+
+/// [`CacheStatus::HIT`] as written, for the header value built once.
+pub const HIT_CACHE_STATUS: &str = "inference-gateway; hit";
+
 impl fmt::Display for CacheStatus {
     /// `inference-gateway; hit`, `inference-gateway; fwd=miss; stored`, ... Boolean
     /// parameters are bare when true and `?0` when false (RFC 8941 section 4.1.1.2).
@@ -215,5 +226,10 @@ mod tests {
                 "{description}"
             );
         }
+    }
+
+    #[test]
+    fn the_prewritten_hit_status_is_what_a_plain_hit_displays() {
+        assert_eq!(CacheStatus::HIT.to_string(), HIT_CACHE_STATUS);
     }
 }

@@ -10,12 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, header};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::configuration::ServerSettings;
-use crate::domain::{CACHE_IDENTIFIER, CacheStatus, RequestDirectives};
+use crate::domain::{CACHE_IDENTIFIER, CacheStatus, HIT_CACHE_STATUS, RequestDirectives};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::middleware;
@@ -85,21 +89,32 @@ async fn method_not_allowed() -> ApiError {
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// The request directives of every `Cache-Control` field line of a request (RFC 9111
-/// section 5.2; RFC 9110 section 5.3 makes several lines one list).
-fn request_directives(headers: &HeaderMap) -> RequestDirectives {
-    RequestDirectives::parse(
-        headers
-            .get_all(header::CACHE_CONTROL)
-            .iter()
-            .map(HeaderValue::as_bytes),
-    )
+/// section 5.2; RFC 9110 section 5.3 makes several lines one list), read from the
+/// request's parts without copying its header map.
+impl<S: Send + Sync> FromRequestParts<S> for RequestDirectives {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestDirectives::parse(
+            parts
+                .headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        ))
+    }
 }
 
 /// The `Cache-Status` header of `status`.
 pub(crate) fn cache_status_header(status: &CacheStatus) -> [(HeaderName, HeaderValue); 1] {
     // The value holds a token, tokens and integers only, so it is always a valid header
     // value; the bare identifier is the unreachable fallback that keeps this panic-free.
-    let value = HeaderValue::from_str(&status.to_string())
-        .unwrap_or(HeaderValue::from_static(CACHE_IDENTIFIER));
+    let value = if *status == CacheStatus::HIT {
+        // The answer of nearly every hit: written once, not formatted per request.
+        HeaderValue::from_static(HIT_CACHE_STATUS)
+    } else {
+        HeaderValue::from_str(&status.to_string())
+            .unwrap_or(HeaderValue::from_static(CACHE_IDENTIFIER))
+    };
     [(CACHE_STATUS, value)]
 }

@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::{RefOr, Response};
 
 use super::openapi::{DeclaredErrors, body_errors, error_responses, layer_errors, model_errors};
-use super::{AppState, cache_status_header, request_directives};
-use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction};
+use super::{AppState, cache_status_header};
+use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction, RequestDirectives};
 use crate::error::ApiError;
 use crate::prediction_service::Outcome;
 use crate::telemetry;
@@ -96,7 +96,7 @@ impl utoipa::IntoResponses for PredictErrors {
 )]
 pub async fn predict(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    directives: RequestDirectives,
     body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
 ) -> Result<([(HeaderName, HeaderValue); 1], Json<PredictionResponse>), ApiError> {
     // An object first: serde would otherwise read `["id"]` as a `PredictRequest`.
@@ -104,9 +104,6 @@ pub async fn predict(
     let request: PredictRequest = serde_json::from_value(object.into())
         .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))?;
     let data_id = DataId::parse(&request.data_id)?;
-    let outcome = state
-        .predictions
-        .predict(data_id, request_directives(&headers))
-        .await?;
+    let outcome = state.predictions.predict(data_id, directives).await?;
     Ok((cache_status_header(&outcome.status), Json(outcome.into())))
 }

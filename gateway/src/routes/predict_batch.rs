@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::{RefOr, Response};
 
 use super::openapi::{DeclaredErrors, body_errors, error_responses, layer_errors, model_errors};
-use super::{AppState, cache_status_header, request_directives};
-use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction};
+use super::{AppState, cache_status_header};
+use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction, RequestDirectives};
 use crate::error::ApiError;
 use crate::telemetry;
 
@@ -120,7 +120,7 @@ impl utoipa::IntoResponses for PredictBatchErrors {
 )]
 pub async fn predict_batch(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    directives: RequestDirectives,
     body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
 ) -> Result<([(HeaderName, HeaderValue); 1], Json<BatchResponse>), ApiError> {
     let Json(object) = body?;
@@ -143,7 +143,7 @@ pub async fn predict_batch(
         .collect::<Result<Vec<_>, _>>()?;
     let outcome = state
         .predictions
-        .predict_batch(data_ids, request_directives(&headers))
+        .predict_batch(data_ids, directives)
         .await?;
     let cache_status = cache_status_header(&outcome.status);
     let response = Json(BatchResponse {

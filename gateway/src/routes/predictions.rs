@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue};
 
 use utoipa::openapi::{RefOr, Response};
 
@@ -13,8 +13,8 @@ use super::openapi::{
     DeclaredErrors, error_responses, layer_errors, model_errors, transport_error,
 };
 use super::predict::PredictionResponse;
-use super::{AppState, cache_status_header, request_directives};
-use crate::domain::{DataId, DataIdError};
+use super::{AppState, cache_status_header};
+use crate::domain::{DataId, DataIdError, RequestDirectives};
 use crate::error::ApiError;
 use crate::store::StoreError;
 
@@ -63,14 +63,14 @@ impl utoipa::IntoResponses for GetPredictionErrors {
 )]
 pub async fn get_prediction(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    directives: RequestDirectives,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<([(HeaderName, HeaderValue); 1], Json<PredictionResponse>), ApiError> {
     let Path(raw) = path?;
     let data_id = DataId::parse(&raw)?;
     let outcome = state
         .predictions
-        .stored(data_id, request_directives(&headers))
+        .stored(data_id, directives)
         .await?
         .ok_or(ApiError::PredictionNotFound)?;
     Ok((cache_status_header(&outcome.status), Json(outcome.into())))

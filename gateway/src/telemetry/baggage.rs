@@ -22,19 +22,28 @@ use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 /// The prefix of the baggage entries that become span attributes.
 const ML_PREFIX: &str = "ml.";
 
-/// `ml.*` names the gateway owns: what they say is known only to the gateway, so a
-/// client's baggage never supplies them, not even on a span the gateway leaves them off
-/// (a store span with a caller's `ml.data_id` would point at the wrong row).
-const OWNED_NAMES: [&str; 8] = [
+/// `ml.*` names the gateway owns, whole namespaces of them: what they say is known only
+/// to the gateway, so a client's baggage never supplies them, not even on a span the
+/// gateway leaves them off (a store span with a caller's `ml.data_id` would point at the
+/// wrong row). Namespaces rather than a list of names, so a new `ml.cache.*` or
+/// `ml.batch.*` attribute is owned without being listed here (a list had already missed
+/// `ml.cache.directive` and `ml.batch.failed`).
+const OWNED: [&str; 6] = [
     "ml.data_id",
-    "ml.model.name",
-    "ml.model.version",
     "ml.run_id",
-    "ml.cache.result",
-    "ml.batch.size",
-    "ml.batch.hits",
-    "ml.batch.not_found",
+    "ml.model.",
+    "ml.cache.",
+    "ml.batch.",
+    "ml.link.",
 ];
+
+/// Whether the gateway owns `name` (see [`OWNED`]).
+fn is_owned(name: &str) -> bool {
+    OWNED.iter().any(|owned| {
+        name.strip_prefix(owned)
+            .is_some_and(|rest| owned.ends_with('.') || rest.is_empty())
+    })
+}
 
 /// How much baggage may become attributes of one span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,9 +94,7 @@ pub fn capped_entries(cx: &Context, limits: BaggageLimits) -> Vec<KeyValue> {
     let mut entries: Vec<(&str, String)> = cx
         .baggage()
         .iter()
-        .filter(|(key, _)| {
-            key.as_str().starts_with(ML_PREFIX) && !OWNED_NAMES.contains(&key.as_str())
-        })
+        .filter(|(key, _)| key.as_str().starts_with(ML_PREFIX) && !is_owned(key.as_str()))
         .map(|(key, (value, _))| (key.as_str(), value.as_str().to_owned()))
         .collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -182,6 +189,26 @@ mod tests {
             .map(|kv| kv.key.to_string())
             .collect();
         assert_eq!(kept, ["ml.a", "ml.b"]);
+    }
+
+    #[test]
+    fn every_name_the_gateway_sets_is_owned_and_client_tags_are_not() {
+        for owned in [
+            "ml.data_id",
+            "ml.run_id",
+            "ml.model.name",
+            "ml.model.version",
+            "ml.cache.result",
+            "ml.cache.directive",
+            "ml.batch.size",
+            "ml.batch.failed",
+            "ml.link.reason",
+        ] {
+            assert!(is_owned(owned), "{owned}");
+        }
+        for client in ["ml.experiment", "ml.data_id_hint", "ml.cachet", "ml.runner"] {
+            assert!(!is_owned(client), "{client}");
+        }
     }
 
     #[test]
