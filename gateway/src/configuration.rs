@@ -324,7 +324,8 @@ impl Settings {
 
     /// Rejects combinations that cannot work: a model call allowed to outlast the request
     /// that waits for it would be cut off by the request deadline on every slow answer.
-    fn check(&self) -> Result<(), ConfigurationError> {
+    /// [`Settings::load`] calls it; settings built in code (tests) call it themselves.
+    pub fn check(&self) -> Result<(), ConfigurationError> {
         if self.model.timeout_ms >= self.server.request_timeout_ms {
             return Err(ConfigurationError::Inconsistent(format!(
                 "GATEWAY__MODEL__TIMEOUT_MS ({}) must be shorter than \

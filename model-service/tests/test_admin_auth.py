@@ -23,9 +23,13 @@ def admin_settings(shipped_settings: Settings, **overrides: object) -> Settings:
 
 
 def send(client, method: str, path: str, body: dict | None, authorization: str | None = None):
-    # The test client's default header is overridden or removed per request.
-    headers = {"Authorization": authorization} if authorization is not None else {"Authorization": ""}
-    return client.request(method, path, json=body, headers=headers)
+    # The test client's default header is replaced, or removed so none is sent at all.
+    request = client.build_request(method, path, json=body)
+    if authorization is None:
+        request.headers.pop("Authorization", None)
+    else:
+        request.headers["Authorization"] = authorization
+    return client.send(request)
 
 
 def assert_json_error(response, status: int, code: str) -> None:

@@ -201,3 +201,4 @@ def test_1100_idle_sockets_against_1024_file_descriptors_do_not_stop_the_gateway
     assert connected == IDLE_SOCKETS, f"only {connected} of {IDLE_SOCKETS} sockets connected"
     assert healthz_after is not None, "/healthz did not answer within 10 s"
     assert predict_status == 200, "a stored prediction is served"
+    assert evicted >= 1, "the cap made room by closing idle connections"

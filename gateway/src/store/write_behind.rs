@@ -553,6 +553,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_still_being_retried_does_not_hold_up_the_writes_queued_after_it() {
+        let store = Arc::new(ScriptedStore::failing("stuck", vec![status(503); 100]));
+        let queue = WriteBehind::start(store.clone(), 100, 8);
+        let (key, prediction) = item("stuck");
+        queue.enqueue(key, prediction);
+        wait_for(|| store.attempts_of("stuck") == 1, "the first attempt").await;
+        let (key, prediction) = item("next");
+        queue.enqueue(key, prediction);
+
+        wait_for(
+            || store.written().contains(&"next".to_owned()),
+            "the next write",
+        )
+        .await;
+
+        assert!(
+            store.attempts_of("stuck") < 8,
+            "written while the stuck one still had attempts left"
+        );
+        assert_eq!(queue.depth(), 1, "the stuck one is still queued");
+    }
+
+    #[tokio::test]
     async fn a_write_that_keeps_failing_is_given_up_after_the_attempt_limit() {
         let store = Arc::new(ScriptedStore::failing("down", vec![status(503); 100]));
         let queue = WriteBehind::start(store.clone(), 100, 3);

@@ -79,6 +79,9 @@ pub async fn spawn_app(options: TestOptions) -> TestApp {
     settings.model.timeout_ms = 2_000;
     settings.model.connect_timeout_ms = 500;
     (options.settings)(&mut settings);
+    settings
+        .check()
+        .expect("the test's settings are ones the gateway accepts");
     let store = Arc::new(RecordingStore::new(options.failing_store));
     let application = Application::build_with_store(settings, store.clone(), Metrics::new())
         .await
