@@ -53,6 +53,27 @@ pub struct StoredPrediction {
     pub span_id: String,
 }
 
+impl StoredPrediction {
+    /// A prediction the model just computed, recorded with the span context of the
+    /// request that computed it (its trace and span ids, 32 and 16 hex characters).
+    pub fn computed(
+        data_id: DataId,
+        model: ModelInfo,
+        prediction: Prediction,
+        created_at: DateTime<Utc>,
+        computing: &opentelemetry::trace::SpanContext,
+    ) -> Self {
+        Self {
+            data_id,
+            model,
+            prediction,
+            created_at,
+            trace_id: computing.trace_id().to_string(),
+            span_id: computing.span_id().to_string(),
+        }
+    }
+}
+
 /// The cache key (SPEC "Cache semantics"): a prediction is only ever served for the same
 /// model name, version label and training run that computed it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

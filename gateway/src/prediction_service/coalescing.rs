@@ -136,14 +136,13 @@ impl PredictionService {
         let key = &landing.key;
         let answer = self.model.predict(&key.data_id).await?;
         let span_context = computing.span().span_context().clone();
-        let stored = StoredPrediction {
-            data_id: key.data_id.clone(),
-            model: answer.model,
-            prediction: answer.prediction,
-            created_at: Utc::now(),
-            trace_id: span_context.trace_id().to_string(),
-            span_id: span_context.span_id().to_string(),
-        };
+        let stored = StoredPrediction::computed(
+            key.data_id.clone(),
+            answer.model,
+            answer.prediction,
+            Utc::now(),
+            &span_context,
+        );
         // The model may have switched (version or run) since the live one was learned:
         // follow it, and store the prediction under the model that made it.
         if !key.is_of(&stored.model) {

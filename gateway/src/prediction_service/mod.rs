@@ -442,14 +442,13 @@ impl PredictionService {
             let Ok(data_id) = DataId::parse(&item.data_id) else {
                 continue;
             };
-            let stored = StoredPrediction {
-                data_id: data_id.clone(),
-                model: answer.model.clone(),
-                prediction: item.prediction,
+            let stored = StoredPrediction::computed(
+                data_id.clone(),
+                answer.model.clone(),
+                item.prediction,
                 created_at,
-                trace_id: span_context.trace_id().to_string(),
-                span_id: span_context.span_id().to_string(),
-            };
+                &span_context,
+            );
             writes.push((
                 PredictionKey::new(&answer.model, data_id.clone()),
                 stored.clone(),

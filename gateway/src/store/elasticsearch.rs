@@ -89,10 +89,6 @@ pub struct ElasticsearchStore {
     /// The HTTP client; built once with the timeout, auth header and compression choice,
     /// its connection pool shared by all requests.
     client: reqwest::Client,
-    /// `{base URL}/{alias}/_doc`: a document's URL is this plus its id as one more path
-    /// segment (appended, not parsed again). No credentials, so it can go into `url.full`,
-    /// errors and logs.
-    document_base: url::Url,
     /// `server.address` of spans and measurements.
     server_address: String,
     /// `server.port` of spans and measurements (i64: the OpenTelemetry layer records
@@ -115,8 +111,8 @@ struct Operation {
     collection: Option<String>,
     /// `{db.operation.name} {db.collection.name}`, as the conventions name the span.
     span_name: String,
-    /// The URL of requests with a fixed path (all but `get` and `index`, see
-    /// `document_url`).
+    /// The URL of requests with a fixed path; for `get` and `index`, the base the
+    /// document id is appended to (`document_url`).
     url: url::Url,
     /// Attributes of `db.client.operation.duration` for a call that succeeded.
     metric_attributes: Vec<KeyValue>,
@@ -333,7 +329,7 @@ impl ElasticsearchStore {
         let operations = Operations {
             info: operation("info", None, "/".into()),
             get: operation("get", alias_name, document_path.clone()),
-            index: operation("index", alias_name, document_path.clone()),
+            index: operation("index", alias_name, document_path),
             mget: operation("mget", alias_name, format!("/{alias}/_mget")),
             bulk: operation("bulk", alias_name, format!("/{alias}/_bulk")),
             create_index: operation(
@@ -350,11 +346,8 @@ impl ElasticsearchStore {
                 format!("/{alias}/_delete_by_query?conflicts=proceed&refresh=true"),
             ),
         };
-        let document_base =
-            url::Url::parse(&format!("{base}{document_path}")).map_err(StoreError::InvalidUrl)?;
         Ok(Self {
             client,
-            document_base,
             server_address,
             server_port,
             cluster_name: OnceLock::new(),
@@ -420,7 +413,8 @@ impl ElasticsearchStore {
 
     /// The URL of the document `id` (64 hex characters, nothing to escape).
     fn document_url(&self, id: &str) -> url::Url {
-        let mut url = self.document_base.clone();
+        // `get` and `index` share the document path; their operation holds its base.
+        let mut url = self.operations.get.url.clone();
         url.path_segments_mut()
             .expect("new() accepts only http(s) URLs, which have path segments")
             .push(id);
