@@ -17,20 +17,30 @@ enum Command {
     Purge(PurgeArgs),
 }
 
+/// What `--help` prints; settings come from `GATEWAY__*` and `OTEL_*` variables.
+const USAGE: &str = "usage: gateway [purge --keep N]
+  (no command)     serve the API (settings: GATEWAY__* variables, gateway/README.md)
+  purge --keep N   delete the stored predictions of every model run but the live one
+                   and the N newest others, then print a JSON summary";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let command = match args.split_first() {
         None => Command::Serve,
         Some((first, rest)) if first == "purge" => match PurgeArgs::parse(rest) {
             Ok(args) => Command::Purge(args),
             Err(error) => {
-                eprintln!("gateway purge: {error}\nusage: gateway [purge --keep N]");
+                eprintln!("gateway purge: {error}\n{USAGE}");
                 return ExitCode::from(2);
             }
         },
         Some((first, _)) => {
-            eprintln!("gateway: unknown command {first:?}\nusage: gateway [purge --keep N]");
+            eprintln!("gateway: unknown command {first:?}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
