@@ -4,15 +4,12 @@ temporality) is kept."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.otlp_json import any_value, attributes, read_exports
+from harness.otlp_json import METRIC_DATA_TYPES, SPAN_KINDS, STATUS_CODES, any_value, attributes, records
 
-SPAN_KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
-STATUS_CODES = {0: "unset", 1: "ok", 2: "error"}
 TEMPORALITIES = {0: "unspecified", 1: "delta", 2: "cumulative"}
 
 
@@ -71,17 +68,6 @@ def read(output_dir: Path) -> Signals:
     return Signals(_spans(files["traces"]), _logs(files["logs"]), _points(files["metrics"]), raw_text)
 
 
-def _records(path: Path, signal: str, items: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """Each record of one signal's exports (OTLP nests them in resource, then scope; `signal` is
-    `Spans`, `Logs` or `Metrics` as in `resourceSpans`), with its resource's attributes."""
-    for export in read_exports(path):
-        for resource_records in export.get(f"resource{signal}", []):
-            resource = attributes(resource_records.get("resource", {}).get("attributes", []))
-            for scope_records in resource_records.get(f"scope{signal}", []):
-                for record in scope_records.get(items, []):
-                    yield resource, record
-
-
 def _spans(path: Path) -> list[Span]:
     return [
         Span(
@@ -105,7 +91,7 @@ def _spans(path: Path) -> list[Span]:
                 for link in span.get("links", [])
             ],
         )
-        for resource, span in _records(path, "Spans", "spans")
+        for resource, _, span in records(path, "Spans", "spans")
     ]
 
 
@@ -121,14 +107,14 @@ def _logs(path: Path) -> list[Log]:
             time_unix_nano=int(record.get("timeUnixNano", 0)),
             body=any_value(record.get("body", {})),
         )
-        for resource, record in _records(path, "Logs", "logRecords")
+        for resource, _, record in records(path, "Logs", "logRecords")
     ]
 
 
 def _points(path: Path) -> list[Point]:
     points = []
-    for resource, metric in _records(path, "Metrics", "metrics"):
-        for data_type in ("sum", "gauge", "histogram", "exponentialHistogram", "summary"):
+    for resource, _, metric in records(path, "Metrics", "metrics"):
+        for data_type in METRIC_DATA_TYPES:
             if data_type not in metric:
                 continue
             data = metric[data_type]

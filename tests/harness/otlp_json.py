@@ -4,12 +4,14 @@ into flat records that tests can assert on."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_SPAN_KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
-_STATUS_CODES = {0: "unset", 1: "ok", 2: "error"}
+SPAN_KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+STATUS_CODES = {0: "unset", 1: "ok", 2: "error"}
+METRIC_DATA_TYPES = ("sum", "gauge", "histogram", "exponentialHistogram", "summary")
 
 
 @dataclass(frozen=True)
@@ -92,89 +94,74 @@ def read_exports(path: Path) -> list[dict[str, Any]]:
     return exports
 
 
-def spans(path: Path) -> list[SpanRecord]:
-    records = []
+def records(path: Path, signal: str, items: str) -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
+    """Each record of one signal's exports with its resource's attributes and its scope's name.
+    OTLP nests records in resource, then scope; `signal` is `Spans`, `Logs` or `Metrics` as in
+    `resourceSpans`, `items` the records' key (`spans`, `logRecords`, `metrics`)."""
     for export in read_exports(path):
-        for resource_spans in export.get("resourceSpans", []):
-            resource = attributes(resource_spans.get("resource", {}).get("attributes", []))
-            for scope_spans in resource_spans.get("scopeSpans", []):
-                scope_name = scope_spans.get("scope", {}).get("name", "")
-                for span in scope_spans.get("spans", []):
-                    status = span.get("status", {})
-                    records.append(
-                        SpanRecord(
-                            trace_id=span.get("traceId", ""),
-                            span_id=span.get("spanId", ""),
-                            parent_span_id=span.get("parentSpanId", ""),
-                            name=span.get("name", ""),
-                            kind=_SPAN_KINDS.get(span.get("kind", 0), "unspecified"),
-                            service_name=resource.get("service.name", ""),
-                            resource=resource,
-                            scope_name=scope_name,
-                            attributes=attributes(span.get("attributes", [])),
-                            links=[
-                                {
-                                    "trace_id": link.get("traceId", ""),
-                                    "span_id": link.get("spanId", ""),
-                                    "attributes": attributes(link.get("attributes", [])),
-                                }
-                                for link in span.get("links", [])
-                            ],
-                            status_code=_STATUS_CODES.get(status.get("code", 0), "unset"),
-                            status_message=status.get("message", ""),
-                            events=[
-                                {"name": event.get("name", ""), "attributes": attributes(event.get("attributes", []))}
-                                for event in span.get("events", [])
-                            ],
-                            start_ns=int(span.get("startTimeUnixNano", 0)),
-                            end_ns=int(span.get("endTimeUnixNano", 0)),
-                        )
-                    )
-    return records
+        for resource_records in export.get(f"resource{signal}", []):
+            resource = attributes(resource_records.get("resource", {}).get("attributes", []))
+            for scope_records in resource_records.get(f"scope{signal}", []):
+                scope_name = scope_records.get("scope", {}).get("name", "")
+                for record in scope_records.get(items, []):
+                    yield resource, scope_name, record
+
+
+def spans(path: Path) -> list[SpanRecord]:
+    return [
+        SpanRecord(
+            trace_id=span.get("traceId", ""),
+            span_id=span.get("spanId", ""),
+            parent_span_id=span.get("parentSpanId", ""),
+            name=span.get("name", ""),
+            kind=SPAN_KINDS.get(span.get("kind", 0), "unspecified"),
+            service_name=resource.get("service.name", ""),
+            resource=resource,
+            scope_name=scope_name,
+            attributes=attributes(span.get("attributes", [])),
+            links=[
+                {
+                    "trace_id": link.get("traceId", ""),
+                    "span_id": link.get("spanId", ""),
+                    "attributes": attributes(link.get("attributes", [])),
+                }
+                for link in span.get("links", [])
+            ],
+            status_code=STATUS_CODES.get(span.get("status", {}).get("code", 0), "unset"),
+            status_message=span.get("status", {}).get("message", ""),
+            events=[
+                {"name": event.get("name", ""), "attributes": attributes(event.get("attributes", []))}
+                for event in span.get("events", [])
+            ],
+            start_ns=int(span.get("startTimeUnixNano", 0)),
+            end_ns=int(span.get("endTimeUnixNano", 0)),
+        )
+        for resource, scope_name, span in records(path, "Spans", "spans")
+    ]
 
 
 def logs(path: Path) -> list[LogRecordView]:
-    records = []
-    for export in read_exports(path):
-        for resource_logs in export.get("resourceLogs", []):
-            resource = attributes(resource_logs.get("resource", {}).get("attributes", []))
-            for scope_logs in resource_logs.get("scopeLogs", []):
-                for record in scope_logs.get("logRecords", []):
-                    records.append(
-                        LogRecordView(
-                            trace_id=record.get("traceId", ""),
-                            span_id=record.get("spanId", ""),
-                            body=any_value(record.get("body", {})),
-                            severity_text=record.get("severityText", ""),
-                            attributes=attributes(record.get("attributes", [])),
-                            service_name=resource.get("service.name", ""),
-                            resource=resource,
-                        )
-                    )
-    return records
+    return [
+        LogRecordView(
+            trace_id=record.get("traceId", ""),
+            span_id=record.get("spanId", ""),
+            body=any_value(record.get("body", {})),
+            severity_text=record.get("severityText", ""),
+            attributes=attributes(record.get("attributes", [])),
+            service_name=resource.get("service.name", ""),
+            resource=resource,
+        )
+        for resource, _, record in records(path, "Logs", "logRecords")
+    ]
 
 
 def metrics(path: Path) -> list[MetricRecord]:
-    records = []
-    for export in read_exports(path):
-        for resource_metrics in export.get("resourceMetrics", []):
-            resource = attributes(resource_metrics.get("resource", {}).get("attributes", []))
-            for scope_metrics in resource_metrics.get("scopeMetrics", []):
-                for metric in scope_metrics.get("metrics", []):
-                    data = next(
-                        (
-                            metric[kind]
-                            for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary")
-                            if kind in metric
-                        ),
-                        {},
-                    )
-                    records.append(
-                        MetricRecord(
-                            name=metric.get("name", ""),
-                            service_name=resource.get("service.name", ""),
-                            unit=metric.get("unit", ""),
-                            data_points=data.get("dataPoints", []),
-                        )
-                    )
-    return records
+    return [
+        MetricRecord(
+            name=metric.get("name", ""),
+            service_name=resource.get("service.name", ""),
+            unit=metric.get("unit", ""),
+            data_points=next((metric[kind] for kind in METRIC_DATA_TYPES if kind in metric), {}).get("dataPoints", []),
+        )
+        for resource, _, metric in records(path, "Metrics", "metrics")
+    ]
