@@ -57,6 +57,7 @@ from conformance.chaos_proxy import ChaosProxy
 from harness.collector import Collector
 from harness.gateway import Gateway
 from harness.model_service import RunningModelService, start_model_service, train_another_version
+from harness.otlp_json import SpanRecord
 from harness.polling import poll_until
 from harness.provisioning import provisioned
 from harness.search_node import SearchNode
@@ -101,33 +102,33 @@ class Run:
         assert self.received is not None
         return self.received
 
-    def spans(self, case: str, service: str | None = None) -> list[signals.Span]:
+    def spans(self, case: str, service: str | None = None) -> list[SpanRecord]:
         trace_id = self.cases[case].trace_id
-        return [s for s in self.got.spans if s.trace_id == trace_id and service in (None, s.service)]
+        return [s for s in self.got.spans if s.trace_id == trace_id and service in (None, s.service_name)]
 
-    def one(self, case: str, service: str, kind: str, name: str | None = None) -> signals.Span:
+    def one(self, case: str, service: str, kind: str, name: str | None = None) -> SpanRecord:
         found = [s for s in self.spans(case, service) if s.kind == kind and name in (None, s.name)]
         assert len(found) == 1, f"{case}: expected one {service} {kind} span {name or ''}, got {tree(self.spans(case))}"
         return found[0]
 
-    def server(self, case: str) -> signals.Span:
+    def server(self, case: str) -> SpanRecord:
         return self.one(case, GATEWAY, "server")
 
 
-def tree(spans: list[signals.Span]) -> str:
+def tree(spans: list[SpanRecord]) -> str:
     """Spans as an indented tree, for failure messages and the report."""
     ids = {s.span_id for s in spans}
-    children: dict[str, list[signals.Span]] = {}
+    children: dict[str, list[SpanRecord]] = {}
     for span in spans:
         children.setdefault(span.parent_span_id if span.parent_span_id in ids else "", []).append(span)
     lines: list[str] = []
 
     def walk(parent: str, depth: int) -> None:
         for span in children.get(parent, []):
-            notes = [f"status={span.status}"] if span.status != "unset" else []
+            notes = [f"status={span.status_code}"] if span.status_code != "unset" else []
             notes += [f"event={e['name']}" for e in span.events]
             notes += ["link" for _ in span.links]
-            lines.append(f"{'  ' * depth}{span.service}: {span.kind} {span.name!r} {' '.join(notes)}".rstrip())
+            lines.append(f"{'  ' * depth}{span.service_name}: {span.kind} {span.name!r} {' '.join(notes)}".rstrip())
             walk(span.span_id, depth + 1)
 
     walk("", 0)
@@ -264,12 +265,12 @@ def wait_for_everything(run: Run, collector: Collector) -> signals.Signals:
 
     def complete() -> signals.Signals | None:
         got = signals.read(collector.output_dir)
-        traces = {(s.trace_id, s.service, s.kind) for s in got.spans}
+        traces = {(s.trace_id, s.service_name, s.kind) for s in got.spans}
         servers = all((c.trace_id, GATEWAY, "server") in traces for c in run.cases.values())
         model_side = (run.cases["miss"].trace_id, MODEL, "server") in traces
         training = {"load_data", "train_model", "evaluate"} <= {s.name for s in got.spans}
         metrics = {(p.metric, p.attributes.get(HTTP_REQUEST_METHOD)) for p in got.points}
-        errors = any(p.attributes.get(ERROR_TYPE) == "502" for p in got.points if p.service == GATEWAY)
+        errors = any(p.attributes.get(ERROR_TYPE) == "502" for p in got.points if p.service_name == GATEWAY)
         retried = any(s.name == WRITE_BEHIND_RETRY for s in got.spans)
         return (
             got
@@ -307,8 +308,9 @@ def unknown_method(run: Run) -> None:
     server = run.server("unknown_method")
     assert server.attributes[HTTP_REQUEST_METHOD] == "_OTHER"
     assert server.attributes[HTTP_REQUEST_METHOD_ORIGINAL] == UNKNOWN_METHOD
+    server_metrics = (HTTP_SERVER_REQUEST_DURATION, HTTP_SERVER_ACTIVE_REQUESTS)
     for point in run.got.points:
-        if point.service == GATEWAY and point.metric in (HTTP_SERVER_REQUEST_DURATION, HTTP_SERVER_ACTIVE_REQUESTS):
+        if point.service_name == GATEWAY and point.metric in server_metrics:
             assert point.attributes[HTTP_REQUEST_METHOD] in KNOWN_METHODS, point
 
 
@@ -332,11 +334,11 @@ def kinds_and_parentage(run: Run) -> None:
 def status_by_class(run: Run) -> None:
     """5xx server spans and failed client spans are errors; a 4xx server span is not"""
     assert run.cases["model_error"].status == 502
-    assert run.server("model_error").status == "error"
-    assert run.one("model_error", GATEWAY, "client", "POST").status == "error"
+    assert run.server("model_error").status_code == "error"
+    assert run.one("model_error", GATEWAY, "client", "POST").status_code == "error"
     assert run.cases["unknown_id"].status == 404
-    assert run.server("unknown_id").status == "unset", "a 4xx is the client's error, not the server's"
-    assert run.server("miss").status == "unset"
+    assert run.server("unknown_id").status_code == "unset", "a 4xx is the client's error, not the server's"
+    assert run.server("miss").status_code == "unset"
 
 
 def server_attributes(run: Run) -> None:
@@ -387,10 +389,12 @@ def client_error_agrees(run: Run) -> None:
     span = run.one("model_error", GATEWAY, "client", "POST")
     assert span.attributes[ERROR_TYPE] == str(span.attributes[HTTP_RESPONSE_STATUS_CODE])
     calls = [
-        s for s in run.got.spans if s.service == GATEWAY and s.kind == "client" and DB_SYSTEM_NAME not in s.attributes
+        s
+        for s in run.got.spans
+        if s.service_name == GATEWAY and s.kind == "client" and DB_SYSTEM_NAME not in s.attributes
     ]
     span_errors = {s.attributes.get(ERROR_TYPE) for s in calls} - {None}
-    points = [p for p in run.got.points if p.service == GATEWAY and p.metric == HTTP_CLIENT_REQUEST_DURATION]
+    points = [p for p in run.got.points if p.service_name == GATEWAY and p.metric == HTTP_CLIENT_REQUEST_DURATION]
     point_errors = {p.attributes.get(ERROR_TYPE) for p in points} - {None}
     assert span_errors == point_errors, "the same error.type values on model client spans and their points"
     assert "500" in point_errors
@@ -411,7 +415,7 @@ def store_miss_not_an_error(run: Run) -> None:
     lookups = [s for s in run.got.spans if s.attributes.get(DB_RESPONSE_STATUS_CODE) == "404"]
     assert lookups, "some lookup missed"
     for span in lookups:
-        assert span.status == "unset", f"{span.name}: a 404 lookup is a cache miss, not a failure"
+        assert span.status_code == "unset", f"{span.name}: a 404 lookup is a cache miss, not a failure"
 
 
 def ml_attributes(run: Run) -> None:
@@ -449,22 +453,22 @@ def no_duplicate_keys(run: Run) -> None:
     """no span of either service carries an attribute key twice"""
     for span in run.got.spans:
         repeated = {key for key in span.attribute_keys if span.attribute_keys.count(key) > 1}
-        assert not repeated, f"{span.service} {span.name}: {repeated}"
+        assert not repeated, f"{span.service_name} {span.name}: {repeated}"
 
 
 def baggage_combined(run: Run) -> None:
     """repeated `baggage` fields are combined, in both services [model: wip-model]"""
     for span in (run.server("miss"), run.one("miss", MODEL, "server")):
         assert (span.attributes.get("ml.experiment"), span.attributes.get("ml.second")) == ("exp-1", "two"), (
-            f"{span.service} {span.name}"
+            f"{span.service_name} {span.name}"
         )
 
 
 def baggage_never_overrides(run: Run) -> None:
     """baggage never replaces a service's own `ml.*` attribute [model: wip-model]"""
     for span in run.spans("miss"):
-        assert span.attributes.get("ml.data_id") != "spoofed", f"{span.service} {span.name}"
-        assert span.attributes.get("ml.run_id") != "spoofed", f"{span.service} {span.name}"
+        assert span.attributes.get("ml.data_id") != "spoofed", f"{span.service_name} {span.name}"
+        assert span.attributes.get("ml.run_id") != "spoofed", f"{span.service_name} {span.name}"
 
 
 def baggage_caps(run: Run) -> None:
@@ -520,7 +524,7 @@ def model_exception_once(run: Run) -> None:
 def no_log_span_events(run: Run) -> None:
     """gateway logs are log records only, not also span events"""
     for span in run.got.spans:
-        if span.service == GATEWAY:
+        if span.service_name == GATEWAY:
             assert {e["name"] for e in span.events} <= {"exception"}, f"{span.name}: {span.events}"
 
 
@@ -533,7 +537,7 @@ def metric_names_units(run: Run) -> None:
         DB_CLIENT_OPERATION_DURATION: ("s", "histogram"),
         ML_CACHE_RESULTS: ("{prediction}", "sum"),
     }
-    got = {(p.metric, p.unit, p.data_type) for p in run.got.points if p.service == GATEWAY}
+    got = {(p.metric, p.unit, p.data_type) for p in run.got.points if p.service_name == GATEWAY}
     for name, (unit, data_type) in expected.items():
         assert (name, unit, data_type) in got, name
 
@@ -541,14 +545,14 @@ def metric_names_units(run: Run) -> None:
 def delta_histograms(run: Run) -> None:
     """histograms of both services are delta with the temporality variable set but empty [model: wip-model]"""
     histograms = [p for p in run.got.points if p.data_type == "histogram"]
-    assert {p.service for p in histograms} >= {GATEWAY, MODEL}
+    assert {p.service_name for p in histograms} >= {GATEWAY, MODEL}
     for point in histograms:
-        assert point.temporality == "delta", f"{point.service} {point.metric}"
+        assert point.temporality == "delta", f"{point.service_name} {point.metric}"
 
 
 def server_metric_attributes(run: Run) -> None:
     """server duration points: status, scheme, protocol; `error.type` exactly on 5xx"""
-    points = [p for p in run.got.points if p.service == GATEWAY and p.metric == HTTP_SERVER_REQUEST_DURATION]
+    points = [p for p in run.got.points if p.service_name == GATEWAY and p.metric == HTTP_SERVER_REQUEST_DURATION]
     for point in points:
         attributes = point.attributes
         assert isinstance(attributes[HTTP_RESPONSE_STATUS_CODE], int)
@@ -560,7 +564,7 @@ def server_metric_attributes(run: Run) -> None:
 
 def client_metric_attributes(run: Run) -> None:
     """client duration points: `server.address`, `server.port`, status"""
-    points = [p for p in run.got.points if p.service == GATEWAY and p.metric == HTTP_CLIENT_REQUEST_DURATION]
+    points = [p for p in run.got.points if p.service_name == GATEWAY and p.metric == HTTP_CLIENT_REQUEST_DURATION]
     assert points
     for point in points:
         assert isinstance(point.attributes.get(SERVER_PORT), int), point
@@ -570,7 +574,7 @@ def client_metric_attributes(run: Run) -> None:
 
 def db_metric_attributes(run: Run) -> None:
     """store duration points: `server.address`, `server.port` [wip-bench]"""
-    points = [p for p in run.got.points if p.service == GATEWAY and p.metric == DB_CLIENT_OPERATION_DURATION]
+    points = [p for p in run.got.points if p.service_name == GATEWAY and p.metric == DB_CLIENT_OPERATION_DURATION]
     assert points
     for point in points:
         assert point.attributes.get(SERVER_ADDRESS) == "127.0.0.1", point
@@ -599,7 +603,7 @@ def write_behind_retry(run: Run) -> None:
     retries = [
         s
         for s in run.got.spans
-        if s.service == GATEWAY
+        if s.service_name == GATEWAY
         and s.name == WRITE_BEHIND_RETRY
         and s.attributes.get("ml.data_id") == bypass.body["data_id"]
     ]
@@ -607,7 +611,7 @@ def write_behind_retry(run: Run) -> None:
     for retry in retries:
         assert retry.trace_id != bypass.trace_id, "a retry is not part of the request's trace"
         assert bypass.trace_id in {link["trace_id"] for link in retry.links}, retry.links
-    assert not [log for log in run.got.logs if log.service == GATEWAY and "gave up" in str(log.body)]
+    assert not [log for log in run.got.logs if log.service_name == GATEWAY and "gave up" in str(log.body)]
     assert not [p for p in run.got.points if p.metric == "gateway.write_behind.dropped"]
 
 
@@ -615,7 +619,7 @@ def log_correlation(run: Run) -> None:
     """the gateway's logs of a request carry its trace and span ids"""
     span_ids = {(s.trace_id, s.span_id) for s in run.got.spans}
     failure = run.cases["model_error"].trace_id
-    logs = [log for log in run.got.logs if log.service == GATEWAY and log.trace_id == failure]
+    logs = [log for log in run.got.logs if log.service_name == GATEWAY and log.trace_id == failure]
     assert logs, "the failure is logged"
     for log in logs:
         assert (log.trace_id, log.span_id) in span_ids, log
@@ -624,13 +628,13 @@ def log_correlation(run: Run) -> None:
 def no_event_names(run: Run) -> None:
     """no log record of either service has an event name [model: wip-model]"""
     for log in run.got.logs:
-        assert not log.event_name, f"{log.service}: {log.event_name!r} on {log.body!r}"
+        assert not log.event_name, f"{log.service_name}: {log.event_name!r} on {log.body!r}"
 
 
 def log_timestamps(run: Run) -> None:
     """every log record of either service has a timestamp"""
     for log in run.got.logs:
-        assert log.time_unix_nano > 0, f"{log.service}: {log.body!r}"
+        assert log.time_unix_nano > 0, f"{log.service_name}: {log.body!r}"
 
 
 def gateway_resource(run: Run) -> None:
@@ -660,7 +664,9 @@ def no_credentials(run: Run) -> None:
 def training_run(run: Run) -> None:
     """a training run: `load_data`/`train_model`/`evaluate` with `ml.*`, quality logs"""
     spans = {
-        s.name: s for s in run.got.spans if s.service == MODEL and s.name in ("load_data", "train_model", "evaluate")
+        s.name: s
+        for s in run.got.spans
+        if s.service_name == MODEL and s.name in ("load_data", "train_model", "evaluate")
     }
     assert spans.keys() == {"load_data", "train_model", "evaluate"}
     for span in spans.values():
@@ -668,7 +674,7 @@ def training_run(run: Run) -> None:
     assert {"ml.dataset", "ml.learning_rate"} <= spans["train_model"].attributes.keys() | spans[
         "load_data"
     ].attributes.keys()
-    quality = {k for log in run.got.logs if log.service == MODEL for k in log.attributes}
+    quality = {k for log in run.got.logs if log.service_name == MODEL for k in log.attributes}
     assert {"ml.training_accuracy", "ml.validation_accuracy", "ml.drift_detected"} <= quality
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,15 @@ class SpanRecord:
     trace_id: str
     span_id: str
     parent_span_id: str
+    trace_state: str
     name: str
     kind: str
     service_name: str
     resource: dict[str, Any]
     scope_name: str
     attributes: dict[str, Any]
+    # In the order sent, repeats kept: `attributes` keeps the last of a repeated key.
+    attribute_keys: list[str]
     links: list[dict[str, Any]]
     status_code: str
     status_message: str
@@ -45,7 +48,9 @@ class LogRecordView:
     severity_text: str
     attributes: dict[str, Any]
     service_name: str
-    resource: dict[str, Any] = field(default_factory=dict)
+    resource: dict[str, Any]
+    event_name: str
+    time_unix_nano: int
 
 
 @dataclass(frozen=True)
@@ -113,12 +118,14 @@ def spans(path: Path) -> list[SpanRecord]:
             trace_id=span.get("traceId", ""),
             span_id=span.get("spanId", ""),
             parent_span_id=span.get("parentSpanId", ""),
+            trace_state=span.get("traceState", ""),
             name=span.get("name", ""),
             kind=SPAN_KINDS.get(span.get("kind", 0), "unspecified"),
             service_name=resource.get("service.name", ""),
             resource=resource,
             scope_name=scope_name,
             attributes=attributes(span.get("attributes", [])),
+            attribute_keys=[kv["key"] for kv in span.get("attributes", [])],
             links=[
                 {
                     "trace_id": link.get("traceId", ""),
@@ -150,6 +157,8 @@ def logs(path: Path) -> list[LogRecordView]:
             attributes=attributes(record.get("attributes", [])),
             service_name=resource.get("service.name", ""),
             resource=resource,
+            event_name=record.get("eventName", ""),
+            time_unix_nano=int(record.get("timeUnixNano", 0)),
         )
         for resource, _, record in records(path, "Logs", "logRecords")
     ]
