@@ -193,3 +193,110 @@ async fn on_shutdown_readiness_fails_at_once_while_requests_are_still_served_the
         "no longer accepting after the drain delay"
     );
 }
+
+/// A raw `POST /v1/predict` for `data_id`, on a connection of its own.
+async fn send_predict(address: std::net::SocketAddr, data_id: &str) -> TcpStream {
+    let body = format!(r#"{{"data_id":"{data_id}"}}"#);
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .unwrap();
+    stream
+}
+
+/// `GET /healthz` on a new connection; the status, or 0 if the connection closed unanswered.
+async fn health_on_new_connection(address: std::net::SocketAddr) -> u16 {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_within(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("answered or closed");
+    parse(&answer).0
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_an_idle_connection_makes_room_for_a_new_one() {
+    let app = spawn_app(
+        TestOptions::with_model(ModelBackend::Down).settings(|settings| {
+            settings.server.max_connections = 3;
+        }),
+    )
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(app.address).await.unwrap());
+    }
+
+    let status = health_on_new_connection(app.address).await;
+
+    assert_eq!(status, 200, "an idle connection gave up its place");
+    let mut closed = 0;
+    for stream in &mut idle {
+        if closed_within(stream, Duration::from_millis(200))
+            .await
+            .is_some()
+        {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 1,
+        "the gateway closed one of the idle connections"
+    );
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_with_every_connection_busy_a_new_one_is_refused_until_one_ends() {
+    let model =
+        MockModelService::start_with_delay(MockAnswer::Predicts, Duration::from_millis(1_500))
+            .await;
+    let app = spawn_app(
+        TestOptions::with_model(model.backend()).settings(|settings| {
+            settings.server.max_connections = 3;
+        }),
+    )
+    .await;
+    let mut busy = Vec::new();
+    for i in 0..3 {
+        busy.push(send_predict(app.address, &format!("row-{i}")).await);
+    }
+    crate::helpers::poll_until(
+        async || model.predict_calls().await == 3,
+        "three predictions in flight",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    let refused = health_on_new_connection(app.address).await;
+    for stream in &mut busy {
+        let answer = closed_within(stream, Duration::from_millis(100)).await;
+        assert!(answer.is_none(), "a busy connection is never evicted");
+    }
+    for stream in &mut busy {
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "the busy requests finish");
+    }
+    drop(busy);
+    let mut after = 0;
+    crate::helpers::poll_until(
+        async || {
+            after = health_on_new_connection(app.address).await;
+            after == 200
+        },
+        "a new connection answered once the busy ones closed",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    assert_eq!(refused, 0, "closed without an answer at the cap");
+    assert_eq!(after, 200);
+}
