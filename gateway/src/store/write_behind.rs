@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, ObservableGauge};
+use opentelemetry::metrics::{Counter, Meter, ObservableGauge};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -104,10 +104,20 @@ impl WriteBehind {
     /// given up after `max_attempts` failures the store answered (a store that cannot
     /// be reached at all is retried until it can, or until shutdown).
     pub fn start(store: Arc<dyn PredictionStore>, capacity: usize, max_attempts: u32) -> Self {
+        let meter = opentelemetry::global::meter("inference-gateway");
+        Self::start_on(&meter, store, capacity, max_attempts)
+    }
+
+    /// [`Self::start`] with its instruments on `meter`.
+    fn start_on(
+        meter: &Meter,
+        store: Arc<dyn PredictionStore>,
+        capacity: usize,
+        max_attempts: u32,
+    ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = watch::channel(None);
         let depth = Arc::new(AtomicI64::new(0));
-        let meter = opentelemetry::global::meter("inference-gateway");
         let gauge_depth = Arc::clone(&depth);
         let depth_gauge = meter
             .i64_observable_gauge("gateway.write_behind.queue.depth")
@@ -639,5 +649,128 @@ mod tests {
 
         assert_eq!(store.written(), vec!["late".to_owned()]);
         assert_eq!(queue.depth(), 0);
+    }
+
+    /// Log lines written while it runs, as JSON objects of their fields.
+    #[derive(Clone, Default)]
+    struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for CapturedLogs {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl CapturedLogs {
+        fn fields(&self) -> Vec<serde_json::Value> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .map(|line| {
+                    serde_json::from_str::<serde_json::Value>(line).unwrap()["fields"].clone()
+                })
+                .collect()
+        }
+    }
+
+    /// The dropped counter's value per `reason`, as a reader of the meter sees it.
+    fn dropped_by_reason(
+        provider: &opentelemetry_sdk::metrics::SdkMeterProvider,
+        exporter: &opentelemetry_sdk::metrics::InMemoryMetricExporter,
+    ) -> HashMap<String, u64> {
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+        provider.force_flush().unwrap();
+        let mut by_reason = HashMap::new();
+        for resource in exporter.get_finished_metrics().unwrap() {
+            for metric in resource.scope_metrics().flat_map(|scope| scope.metrics()) {
+                if metric.name() != "gateway.write_behind.dropped" {
+                    continue;
+                }
+                if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
+                    for point in sum.data_points() {
+                        let reason = point
+                            .attributes()
+                            .find(|kv| kv.key.as_str() == "reason")
+                            .map(|kv| kv.value.to_string())
+                            .unwrap_or_default();
+                        by_reason.insert(reason, point.value());
+                    }
+                }
+            }
+        }
+        by_reason
+    }
+
+    #[tokio::test]
+    async fn every_prediction_given_up_is_counted_by_reason_and_logged_with_its_data_id_and_trace()
+    {
+        let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
+        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_periodic_exporter(exporter.clone())
+            .build();
+        let logs = CapturedLogs::default();
+        let writer = logs.clone();
+        let _subscriber = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .json()
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
+        let store = Arc::new(ScriptedStore::failing("refused", vec![status(400)]));
+        store
+            .script
+            .lock()
+            .unwrap()
+            .insert("unwritable".into(), vec![status(503); 100]);
+        let queue = WriteBehind::start_on(
+            &opentelemetry::metrics::MeterProvider::meter(&provider, "test"),
+            store.clone(),
+            2,
+            2,
+        );
+
+        for id in ["refused", "unwritable", "overflow"] {
+            let (key, prediction) = item(id);
+            queue.enqueue(key, prediction);
+        }
+        wait_for(|| queue.depth() == 0, "every item given up").await;
+
+        let counted = dropped_by_reason(&provider, &exporter);
+        assert_eq!(counted.get("permanent_error"), Some(&1), "{counted:?}");
+        assert_eq!(counted.get("attempts_exhausted"), Some(&1), "{counted:?}");
+        assert_eq!(counted.get("queue_full"), Some(&1), "{counted:?}");
+        let given_up: Vec<_> = logs
+            .fields()
+            .into_iter()
+            .filter(|fields| fields["message"] == "write-behind gave up: prediction not stored")
+            .collect();
+        let mut logged: Vec<_> = given_up
+            .iter()
+            .map(|fields| {
+                (
+                    fields["ml.data_id"].as_str().unwrap(),
+                    fields["reason"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        logged.sort();
+        assert_eq!(
+            logged,
+            [
+                ("overflow", "queue_full"),
+                ("refused", "permanent_error"),
+                ("unwritable", "attempts_exhausted")
+            ]
+        );
+        assert!(
+            given_up
+                .iter()
+                .all(|fields| fields["computing_trace_id"] == item("x").1.trace_id.as_str()),
+            "each line names the trace that computed the prediction: {given_up:?}"
+        );
     }
 }
