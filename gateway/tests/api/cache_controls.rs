@@ -85,7 +85,8 @@ async fn a_retrained_run_under_the_same_version_label_never_answers_from_the_old
 }
 
 #[tokio::test]
-async fn after_a_retrain_the_old_runs_prediction_is_no_longer_stored_within_one_refresh() {
+async fn after_a_retrain_the_old_runs_prediction_is_no_longer_served_once_a_refresh_learns_the_new_run()
+ {
     let model = MockModelService::start(MockAnswer::Predicts).await;
     let app = spawn_app(
         TestOptions::with_model(model.backend()).settings(|s| s.model.version_refresh_ms = 50),
@@ -96,7 +97,7 @@ async fn after_a_retrain_the_old_runs_prediction_is_no_longer_stored_within_one_
 
     model.set_run_id("run-1-retrained");
 
-    // The window: at most one refresh interval plus one GET /model.
+    // Learned by the next refresh (every 50 ms here) or the next model answer, whichever comes first.
     poll_until(
         async || app.get("/v1/predictions/row-3").await.status() == 404,
         "the retrained run to be learned",
