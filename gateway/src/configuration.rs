@@ -118,9 +118,11 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct StoreSettings {
-    /// Elasticsearch URL, http or https, checked at load (`GATEWAY__STORE__URL`); unset:
-    /// the embedded in-memory store.
-    #[serde(default, deserialize_with = "optional_http_url")]
+    /// Elasticsearch URL, or the URLs of the cluster's nodes separated by commas
+    /// (`GATEWAY__STORE__URL`; whitespace around the commas is ignored), each http or
+    /// https with a host, all with the same credentials or none, checked at load; unset:
+    /// the embedded in-memory store. Nodes are not sniffed: the list is the cluster.
+    #[serde(default, deserialize_with = "optional_node_urls")]
     pub url: Option<String>,
     /// Alias the gateway reads and writes through (`GATEWAY__STORE__INDEX_ALIAS`,
     /// default `ml-predictions`); the versioned index behind it is `<alias>-v1`.
@@ -146,6 +148,16 @@ pub struct StoreSettings {
     /// compressing a ~0.4 KB document costs the node and the gateway more than it saves.
     #[serde(default)]
     pub compression: bool,
+    /// Back-off of a store node after its first failure in a row, in milliseconds
+    /// (`GATEWAY__STORE__DEAD_NODE_BACKOFF_MS`, default 1000); it doubles with each
+    /// further failure. Elastic's transports' `dead_node_backoff_factor` (1 s).
+    #[serde(default = "u64_default::<1_000>")]
+    pub dead_node_backoff_ms: u64,
+    /// Longest back-off of a failing store node, in milliseconds
+    /// (`GATEWAY__STORE__MAX_DEAD_NODE_BACKOFF_MS`, default 30000). Elastic's
+    /// transports' `max_dead_node_backoff` (30 s).
+    #[serde(default = "u64_default::<30_000>")]
+    pub max_dead_node_backoff_ms: u64,
     /// Predictions waiting for a store write retry (`GATEWAY__STORE__WRITE_BEHIND_CAPACITY`,
     /// default 10000); beyond it they are dropped, counted and logged.
     #[serde(default = "usize_default::<10_000>")]
@@ -375,6 +387,24 @@ impl StoreSettings {
         Duration::from_millis(self.timeout_ms)
     }
 
+    /// The node URLs of [`StoreSettings::url`], in order, trimmed (empty when unset).
+    pub fn node_urls(&self) -> Vec<&str> {
+        self.url
+            .as_deref()
+            .map(|list| list.split(',').map(str::trim).collect())
+            .unwrap_or_default()
+    }
+
+    /// Back-off of a store node after its first failure in a row.
+    pub fn dead_node_backoff(&self) -> Duration {
+        Duration::from_millis(self.dead_node_backoff_ms)
+    }
+
+    /// Longest back-off of a failing store node.
+    pub fn max_dead_node_backoff(&self) -> Duration {
+        Duration::from_millis(self.max_dead_node_backoff_ms)
+    }
+
     /// Maximum age of a stored prediction, when one is configured.
     pub fn max_age(&self) -> Option<Duration> {
         self.max_age_secs.map(Duration::from_secs)
@@ -461,15 +491,38 @@ fn http_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Err
     Ok(url.trim_end_matches('/').to_owned())
 }
 
-/// The store's URL, kept as written (its credentials are taken out by the store client).
-fn optional_http_url<'de, D: Deserializer<'de>>(
+/// The store's node URLs, kept as written (their credentials are taken out by the store
+/// client): each an http(s) URL, none empty, all with the same user info so one set of
+/// credentials serves every node.
+fn optional_node_urls<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
-    let url = Option::<String>::deserialize(deserializer)?;
-    if let Some(url) = &url {
-        check_http_url(url)?;
+    let list = Option::<String>::deserialize(deserializer)?;
+    if let Some(list) = &list {
+        let mut credentials = None;
+        for url in list.split(',').map(str::trim) {
+            if url.is_empty() {
+                return Err(de::Error::invalid_value(
+                    Unexpected::Other("list with an empty entry"),
+                    &"one URL or a comma-separated list of node URLs",
+                ));
+            }
+            check_http_url(url)?;
+            let parsed = url::Url::parse(url).map_err(de::Error::custom)?;
+            let these = (
+                parsed.username().to_owned(),
+                parsed.password().map(str::to_owned),
+            );
+            if credentials.get_or_insert_with(|| these.clone()) != &these {
+                // `Unexpected::Other`, not the URLs: they hold the credentials.
+                return Err(de::Error::invalid_value(
+                    Unexpected::Other("node URLs with different credentials"),
+                    &"node URLs that all carry the same credentials, or none",
+                ));
+            }
+        }
     }
-    Ok(url)
+    Ok(list)
 }
 
 /// Both clients speak HTTP only: any other URL would fail at the first call, reported as
@@ -921,6 +974,8 @@ mod tests {
         assert!(!store.compression);
         assert_eq!(store.write_behind_capacity, 10_000);
         assert_eq!(store.write_behind_max_attempts, 8);
+        assert_eq!(store.dead_node_backoff(), Duration::from_secs(1));
+        assert_eq!(store.max_dead_node_backoff(), Duration::from_secs(30));
         assert_eq!(model.timeout(), Duration::from_secs(5));
         assert_eq!(model.connect_timeout(), Duration::from_secs(1));
         assert_eq!(model.version_refresh(), Duration::from_secs(5));
@@ -961,6 +1016,52 @@ mod tests {
                 "{value:?}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn the_store_url_takes_a_comma_separated_list_of_nodes() {
+        let settings = Settings::from_vars(vars(&[(
+            "GATEWAY__STORE__URL",
+            "http://es-0:9200 , https://es-1:9243,http://es-2:9200",
+        )]))
+        .unwrap();
+        assert_eq!(
+            settings.store.node_urls(),
+            ["http://es-0:9200", "https://es-1:9243", "http://es-2:9200"]
+        );
+        let one = Settings::from_vars(vars(&[("GATEWAY__STORE__URL", "http://es:9200")])).unwrap();
+        assert_eq!(one.store.node_urls(), ["http://es:9200"]);
+        assert!(Settings::default().store.node_urls().is_empty());
+    }
+
+    #[test]
+    fn a_node_list_with_an_empty_entry_or_mixed_credentials_is_rejected() {
+        let cases = [
+            ("http://es-0:9200,", "a trailing comma"),
+            ("http://es-0:9200, ,http://es-1:9200", "a blank entry"),
+            ("http://es-0:9200,es-1:9200", "an entry without a scheme"),
+            (
+                "http://u:hunter2@es-0:9200,http://es-1:9200",
+                "credentials on one node only",
+            ),
+            (
+                "http://u:hunter2@es-0:9200,http://u:hunter3@es-1:9200",
+                "different passwords",
+            ),
+        ];
+        for (value, description) in cases {
+            let error = Settings::from_vars(vars(&[("GATEWAY__STORE__URL", value)])).unwrap_err();
+            assert!(
+                matches!(&error, ConfigurationError::InvalidValue { name, .. } if name == "GATEWAY__STORE__URL"),
+                "{description}: {error:?}"
+            );
+            assert!(
+                !error.to_string().contains("hunter"),
+                "{description}: {error}"
+            );
+        }
+        let same = "http://u:hunter2@es-0:9200,http://u:hunter2@es-1:9200";
+        assert!(Settings::from_vars(vars(&[("GATEWAY__STORE__URL", same)])).is_ok());
     }
 
     #[test]

@@ -26,6 +26,9 @@
 //! - [`store`]: the [`store::PredictionStore`] trait, Elasticsearch and in-memory
 //!   implementations; the index mapping is read from
 //!   `deploy/elasticsearch/ml-predictions.index-template.json`, its one source.
+//! - [`store::node_pool`]: which store node to ask next (round robin over live nodes) and
+//!   the dead-node bookkeeping (growing back-off); `store/elasticsearch.rs` retries a
+//!   request safe to repeat on another node.
 //! - [`store::write_behind`]: the bounded queue of writes the store could not take, each
 //!   retried on its own schedule, given up (counted, logged) when permanent or out of attempts.
 //! - [`model_client`]: the HTTP client of the model service.

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub db_duration: Histogram<f64>,
     /// `ml.cache.results`: predictions served, by `ml.cache.result`.
     pub cache_results: Counter<u64>,
+    /// `ml.store.node.marked_dead`: times a store node was marked dead, by
+    /// `server.address` and `server.port` (one series per configured node).
+    pub store_node_marked_dead: Counter<u64>,
 }
 
 impl Metrics {
@@ -59,6 +62,11 @@ impl Metrics {
                 .u64_counter("ml.cache.results")
                 .with_unit("{prediction}")
                 .with_description("Predictions served, by cache outcome.")
+                .build(),
+            store_node_marked_dead: meter
+                .u64_counter("ml.store.node.marked_dead")
+                .with_unit("{event}")
+                .with_description("Times a store node was marked dead and skipped for a back-off.")
                 .build(),
         }
     }

@@ -1,5 +1,7 @@
 //! The Elasticsearch implementation of `PredictionStore`: one traced helper per request,
 //! documents addressed by a hash of the key so no input can change a request path.
+//! Nodes are picked, and failed ones set aside, by [`NodePool`]; a request safe to repeat
+//! that could not reach its node is sent once more to another.
 //!
 //! Requests go over one `reqwest` client rather than the `elasticsearch` crate's transport:
 //! the gateway only ever used the crate's raw `send`, which rebuilt the URL, the auth header
@@ -17,8 +19,8 @@ use chrono::{DateTime, Utc};
 use opentelemetry::KeyValue;
 use opentelemetry_semantic_conventions::attribute::{
     DB_COLLECTION_NAME, DB_NAMESPACE, DB_OPERATION_BATCH_SIZE, DB_OPERATION_NAME,
-    DB_RESPONSE_STATUS_CODE, DB_SYSTEM_NAME, ERROR_TYPE, HTTP_REQUEST_METHOD, SERVER_ADDRESS,
-    SERVER_PORT, URL_FULL,
+    DB_RESPONSE_STATUS_CODE, DB_SYSTEM_NAME, ERROR_TYPE, HTTP_REQUEST_METHOD,
+    HTTP_REQUEST_RESEND_COUNT, SERVER_ADDRESS, SERVER_PORT, URL_FULL,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
@@ -31,6 +33,7 @@ use sha2::{Digest, Sha256};
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::node_pool::NodePool;
 use super::{PredictionStore, StoreError, StoreFuture};
 use crate::configuration::StoreSettings;
 use crate::domain::{DataId, ModelInfo, Prediction, PredictionKey, StoredPrediction};
@@ -89,18 +92,27 @@ pub struct ElasticsearchStore {
     /// The HTTP client; built once with the timeout, auth header and compression choice,
     /// its connection pool shared by all requests.
     client: reqwest::Client,
-    /// `server.address` of spans and measurements.
-    server_address: String,
-    /// `server.port` of spans and measurements (i64: the OpenTelemetry layer records
-    /// unsigned fields as strings).
-    server_port: i64,
+    /// The cluster's nodes, in the order the settings list them (the pool's indices).
+    nodes: Vec<Node>,
+    /// Which node to ask next, and which are dead.
+    pool: NodePool,
     /// `db.namespace`: the cluster name, learned once from `GET /` at start-up; unset if
     /// the credentials may not read it (an index-only API key), then spans go without it.
     cluster_name: OnceLock<String>,
     /// One entry per request kind, built once.
     operations: Operations,
-    /// `db.client.operation.duration`.
+    /// `db.client.operation.duration`, `ml.store.node.marked_dead`.
     metrics: Metrics,
+}
+
+/// One node as spans, measurements and logs name it.
+struct Node {
+    /// `server.address`.
+    server_address: String,
+    /// `server.port` (i64: the OpenTelemetry layer records unsigned fields as strings).
+    server_port: i64,
+    /// `server.address` and `server.port`, the attributes of `ml.store.node.marked_dead`.
+    attributes: [KeyValue; 2],
 }
 
 /// What does not change between two requests of one kind: URL, span name, metric attributes.
@@ -111,8 +123,18 @@ struct Operation {
     collection: Option<String>,
     /// `{db.operation.name} {db.collection.name}`, as the conventions name the span.
     span_name: String,
+    /// Whether sending the request twice does what sending it once does, so a request
+    /// that may not have reached its node can be sent to another: every operation but
+    /// `delete_by_query` (reads, writes by document id, index creation).
+    retry_safe: bool,
+    /// What differs by node, one entry per node in the pool's order.
+    nodes: Vec<NodeOperation>,
+}
+
+/// An [`Operation`] on one node.
+struct NodeOperation {
     /// The URL of requests with a fixed path; for `get` and `index`, the base the
-    /// document id is appended to (`document_url`).
+    /// document id is appended to.
     url: url::Url,
     /// Attributes of `db.client.operation.duration` for a call that succeeded.
     metric_attributes: Vec<KeyValue>,
@@ -216,10 +238,10 @@ struct InfoResponse {
     cluster_name: String,
 }
 
-/// A request body and its media type.
+/// A request body and its media type (`Bytes`: a retry sends it again without a copy).
 struct Payload {
     content_type: HeaderValue,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 /// One response: status and body.
@@ -231,21 +253,19 @@ struct Answer {
 /// One call's variable parts, beside its [`Operation`].
 struct Call<'a> {
     method: Method,
-    url: url::Url,
     body: Option<Payload>,
-    /// The document id, for `db.operation.parameter.id`.
+    /// The document id: appended to the operation's URL, and `db.operation.parameter.id`.
     document: Option<&'a str>,
     /// Operations in a batch request, for `db.operation.batch.size`.
     batch_size: Option<usize>,
 }
 
 impl Call<'_> {
-    /// A request to `op`'s fixed URL (every operation but `get` and `index`, whose URL
-    /// names the document).
-    fn fixed(op: &Operation, method: Method, body: Option<Payload>) -> Self {
+    /// A request to its operation's fixed URL (every operation but `get` and `index`,
+    /// whose URL names the document).
+    fn fixed(method: Method, body: Option<Payload>) -> Self {
         Self {
             method,
-            url: op.url.clone(),
             body,
             document: None,
             batch_size: None,
@@ -254,27 +274,47 @@ impl Call<'_> {
 }
 
 impl ElasticsearchStore {
-    /// A client for `settings.url`; does not contact the store.
+    /// A client for the nodes of `settings.url` (one URL or a comma-separated list); does
+    /// not contact the store. Credentials in the URLs or the settings apply to every node.
     ///
-    /// Errors: [`StoreError::InvalidSettings`] when no URL is set, it is not http(s), or
-    /// the credentials cannot go into a header; [`StoreError::InvalidUrl`] when the URL
-    /// does not parse; [`StoreError::HttpClient`] when no client can be built.
+    /// Errors: [`StoreError::InvalidSettings`] when no URL is set, the list has an empty
+    /// entry, a URL is not http(s), the URLs carry different credentials, or the
+    /// credentials cannot go into a header; [`StoreError::InvalidUrl`] when a URL does not
+    /// parse; [`StoreError::HttpClient`] when no client can be built.
     pub fn new(settings: &StoreSettings, metrics: Metrics) -> Result<Self, StoreError> {
-        let raw = settings
-            .url
-            .as_deref()
-            .ok_or(StoreError::InvalidSettings("no store URL is configured"))?;
-        let mut base_url = url::Url::parse(raw).map_err(StoreError::InvalidUrl)?;
-        let url_user = base_url.username().to_owned();
-        let url_password = base_url.password().unwrap_or_default().to_owned();
-        // Credentials leave the URL, so no error message, log or span attribute shows them.
-        let _ = base_url.set_username("");
-        let _ = base_url.set_password(None);
-        if !matches!(base_url.scheme(), "http" | "https") {
-            return Err(StoreError::InvalidSettings(
-                "the store URL must be http or https",
-            ));
+        let raw_urls = settings.node_urls();
+        if raw_urls.is_empty() {
+            return Err(StoreError::InvalidSettings("no store URL is configured"));
         }
+        let mut base_urls = Vec::with_capacity(raw_urls.len());
+        let mut url_credentials = None;
+        for raw in raw_urls {
+            if raw.is_empty() {
+                return Err(StoreError::InvalidSettings(
+                    "the store URL list has an empty entry",
+                ));
+            }
+            let mut base_url = url::Url::parse(raw).map_err(StoreError::InvalidUrl)?;
+            let credentials = (
+                base_url.username().to_owned(),
+                base_url.password().unwrap_or_default().to_owned(),
+            );
+            // Credentials leave the URL, so no error message, log or span attribute shows them.
+            let _ = base_url.set_username("");
+            let _ = base_url.set_password(None);
+            if !matches!(base_url.scheme(), "http" | "https") {
+                return Err(StoreError::InvalidSettings(
+                    "the store URL must be http or https",
+                ));
+            }
+            if url_credentials.get_or_insert_with(|| credentials.clone()) != &credentials {
+                return Err(StoreError::InvalidSettings(
+                    "the store node URLs carry different credentials",
+                ));
+            }
+            base_urls.push(base_url);
+        }
+        let (url_user, url_password) = url_credentials.unwrap_or_default();
         let authorization = if let Some(api_key) = &settings.api_key {
             Some(format!("ApiKey {}", api_key.expose_secret()))
         } else if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
@@ -297,21 +337,42 @@ impl ElasticsearchStore {
             .default_headers(headers)
             .build()
             .map_err(|e| StoreError::HttpClient(Arc::new(e)))?;
-        let base = base_url.as_str().trim_end_matches('/');
         let alias = utf8_percent_encode(&settings.index_alias, SEGMENT).to_string();
         let index = settings.index_name();
-        let server_address = base_url.host_str().unwrap_or_default().to_owned();
-        let server_port = i64::from(base_url.port_or_known_default().unwrap_or_default());
+        let nodes: Vec<Node> = base_urls
+            .iter()
+            .map(|base_url| {
+                let server_address = base_url.host_str().unwrap_or_default().to_owned();
+                let server_port = i64::from(base_url.port_or_known_default().unwrap_or_default());
+                Node {
+                    attributes: [
+                        KeyValue::new(SERVER_ADDRESS, server_address.clone()),
+                        KeyValue::new(SERVER_PORT, server_port),
+                    ],
+                    server_address,
+                    server_port,
+                }
+            })
+            .collect();
         let operation = |name: &'static str, collection: Option<&str>, path: String| {
-            let mut metric_attributes = vec![
-                KeyValue::new(DB_SYSTEM_NAME, DB_SYSTEM),
-                KeyValue::new(DB_OPERATION_NAME, name),
-                KeyValue::new(SERVER_ADDRESS, server_address.clone()),
-                KeyValue::new(SERVER_PORT, server_port),
-            ];
-            if let Some(collection) = collection {
-                metric_attributes.push(KeyValue::new(DB_COLLECTION_NAME, collection.to_owned()));
-            }
+            let per_node = base_urls.iter().zip(&nodes).map(|(base_url, node)| {
+                let base = base_url.as_str().trim_end_matches('/');
+                let mut metric_attributes = vec![
+                    KeyValue::new(DB_SYSTEM_NAME, DB_SYSTEM),
+                    KeyValue::new(DB_OPERATION_NAME, name),
+                    node.attributes[0].clone(),
+                    node.attributes[1].clone(),
+                ];
+                if let Some(collection) = collection {
+                    metric_attributes
+                        .push(KeyValue::new(DB_COLLECTION_NAME, collection.to_owned()));
+                }
+                NodeOperation {
+                    url: url::Url::parse(&format!("{base}{path}"))
+                        .expect("an http(s) base URL and a percent-encoded path make a URL"),
+                    metric_attributes,
+                }
+            });
             Operation {
                 name,
                 collection: collection.map(str::to_owned),
@@ -319,9 +380,8 @@ impl ElasticsearchStore {
                     Some(collection) => format!("{name} {collection}"),
                     None => name.to_owned(),
                 },
-                url: url::Url::parse(&format!("{base}{path}"))
-                    .expect("an http(s) base URL and a percent-encoded path make a URL"),
-                metric_attributes,
+                retry_safe: name != "delete_by_query",
+                nodes: per_node.collect(),
             }
         };
         let document_path = format!("/{alias}/_doc");
@@ -348,8 +408,12 @@ impl ElasticsearchStore {
         };
         Ok(Self {
             client,
-            server_address,
-            server_port,
+            pool: NodePool::new(
+                nodes.len(),
+                settings.dead_node_backoff(),
+                settings.max_dead_node_backoff(),
+            ),
+            nodes,
             cluster_name: OnceLock::new(),
             operations,
             metrics,
@@ -378,7 +442,7 @@ impl ElasticsearchStore {
             "aliases": {self.alias_name(): {"is_write_index": true}}
         });
         let answer = self
-            .call(op, Call::fixed(op, Method::PUT, Some(json_payload(&body)?)))
+            .call(op, Call::fixed(Method::PUT, Some(json_payload(&body)?)))
             .await?;
         match answer.status {
             200..=299 => Ok(()),
@@ -398,7 +462,7 @@ impl ElasticsearchStore {
             return Ok(());
         }
         let op = &self.operations.info;
-        let answer = self.call(op, Call::fixed(op, Method::GET, None)).await?;
+        let answer = self.call(op, Call::fixed(Method::GET, None)).await?;
         match serde_json::from_slice::<InfoResponse>(&answer.body) {
             Ok(info) if answer.status == 200 => {
                 let _ = self.cluster_name.set(info.cluster_name);
@@ -411,16 +475,6 @@ impl ElasticsearchStore {
         Ok(())
     }
 
-    /// The URL of the document `id` (64 hex characters, nothing to escape).
-    fn document_url(&self, id: &str) -> url::Url {
-        // `get` and `index` share the document path; their operation holds its base.
-        let mut url = self.operations.get.url.clone();
-        url.path_segments_mut()
-            .expect("new() accepts only http(s) URLs, which have path segments")
-            .push(id);
-        url
-    }
-
     fn alias_name(&self) -> &str {
         self.operations
             .get
@@ -429,13 +483,86 @@ impl ElasticsearchStore {
             .unwrap_or_default()
     }
 
-    /// The one traced helper every request goes through: a database client span named by
-    /// the semantic conventions, trace context injected from inside it, a metric.
+    /// The one traced helper every request goes through: a database client span per
+    /// attempt, named by the semantic conventions, trace context injected from inside it,
+    /// a metric per attempt.
+    ///
+    /// The node comes from the pool. When it cannot be reached (connect error, timeout, a
+    /// broken body) or answers 502/503/504, it is marked dead, and a request that is
+    /// [`Operation::retry_safe`] is sent once more to another node, in a span of its own
+    /// with `http.request.resend_count = 1` (semantic conventions, HTTP client spans).
+    /// The answer or error is the last attempt's.
+    async fn call(&self, op: &Operation, call: Call<'_>) -> Result<Answer, StoreError> {
+        let node = self.pool.select(Instant::now());
+        let result = self.attempt(op, &call, node, None).await;
+        if !self.report(node, &result) || !op.retry_safe {
+            return result;
+        }
+        let Some(other) = self.pool.select_other(node, Instant::now()) else {
+            return result;
+        };
+        let retry = self.attempt(op, &call, other, Some(1)).await;
+        self.report(other, &retry);
+        retry
+    }
+
+    /// Tells the pool how `node` answered; whether it failed (could not be reached, or
+    /// answered 502/503/504, a proxy's or a node's own "not now"). A node newly marked
+    /// dead is logged (warn) and counted; a failed node that answers again is logged (info).
+    fn report(&self, node: usize, result: &Result<Answer, StoreError>) -> bool {
+        let failed = match result {
+            Ok(answer) => matches!(answer.status, 502..=504),
+            Err(error) => matches!(error, StoreError::Unreachable(_)),
+        };
+        let address = &self.nodes[node];
+        if !failed {
+            if self.pool.mark_alive(node) {
+                tracing::info!(
+                    server.address = address.server_address.as_str(),
+                    server.port = address.server_port,
+                    "store node alive again"
+                );
+            }
+            return false;
+        }
+        let death = self.pool.mark_dead(node, Instant::now());
+        // Only the change is logged and counted: while every node is down, each request
+        // tries one and extends its back-off, which would otherwise log once per request.
+        if death.newly_dead {
+            tracing::warn!(
+                server.address = address.server_address.as_str(),
+                server.port = address.server_port,
+                consecutive_failures = death.consecutive_failures,
+                backoff_ms = i64::try_from(death.backoff.as_millis()).unwrap_or(i64::MAX),
+                "store node marked dead"
+            );
+            self.metrics
+                .store_node_marked_dead
+                .add(1, &address.attributes);
+        }
+        true
+    }
+
+    /// One request of `call` to `node`, in its own client span.
     ///
     /// The span is at debug level: OpenTelemetry takes the gateway's spans at every level
     /// (`telemetry::otel_layer`), while the console layer, at `info` by default, then skips
-    /// formatting its sixteen fields into text on every request for logs that never show it.
-    async fn call(&self, op: &Operation, call: Call<'_>) -> Result<Answer, StoreError> {
+    /// formatting its fields into text on every request for logs that never show it.
+    async fn attempt(
+        &self,
+        op: &Operation,
+        call: &Call<'_>,
+        node: usize,
+        resend_count: Option<i64>,
+    ) -> Result<Answer, StoreError> {
+        let address = &self.nodes[node];
+        let on_node = &op.nodes[node];
+        let mut url = on_node.url.clone();
+        if let Some(id) = call.document {
+            url.path_segments_mut()
+                .expect("new() accepts only http(s) URLs, which have path segments")
+                .push(id);
+        }
         let span = tracing::debug_span!(
             target: "gateway::store",
             "elasticsearch",
@@ -450,17 +577,18 @@ impl ElasticsearchStore {
             { DB_OPERATION_BATCH_SIZE } = call.batch_size.filter(|&n| n > 1).map(|n| n as i64),
             { DB_RESPONSE_STATUS_CODE } = Empty,
             { HTTP_REQUEST_METHOD } = call.method.as_str(),
-            { URL_FULL } = call.url.as_str(),
-            { SERVER_ADDRESS } = self.server_address.as_str(),
-            { SERVER_PORT } = self.server_port,
+            { HTTP_REQUEST_RESEND_COUNT } = resend_count,
+            { URL_FULL } = url.as_str(),
+            { SERVER_ADDRESS } = address.server_address.as_str(),
+            { SERVER_PORT } = address.server_port,
             { ERROR_TYPE } = Empty,
         );
-        let mut request = self.client.request(call.method, call.url);
+        let mut request = self.client.request(call.method.clone(), url);
         let mut headers = HeaderMap::new();
         telemetry::inject_trace_context(&span.context(), &mut headers);
-        if let Some(payload) = call.body {
-            headers.insert(CONTENT_TYPE, payload.content_type);
-            request = request.body(payload.bytes);
+        if let Some(payload) = &call.body {
+            headers.insert(CONTENT_TYPE, payload.content_type.clone());
+            request = request.body(payload.bytes.clone());
         }
         let started = Instant::now();
         let result = async {
@@ -490,11 +618,11 @@ impl ElasticsearchStore {
             None => self
                 .metrics
                 .db_duration
-                .record(elapsed, &op.metric_attributes),
+                .record(elapsed, &on_node.metric_attributes),
             Some(error_type) => {
                 span.record("otel.status_code", "ERROR");
                 span.record(ERROR_TYPE, error_type.as_ref());
-                let mut attributes = op.metric_attributes.clone();
+                let mut attributes = on_node.metric_attributes.clone();
                 attributes.push(KeyValue::new(ERROR_TYPE, error_type));
                 if let Ok(answer) = &result {
                     attributes.push(KeyValue::new(
@@ -529,7 +657,9 @@ fn basic_authorization(user: &str, password: &str) -> String {
 fn json_payload(value: &impl Serialize) -> Result<Payload, StoreError> {
     Ok(Payload {
         content_type: JSON,
-        bytes: serde_json::to_vec(value).map_err(|e| StoreError::Encode(Arc::new(e)))?,
+        bytes: serde_json::to_vec(value)
+            .map_err(|e| StoreError::Encode(Arc::new(e)))?
+            .into(),
     })
 }
 
@@ -596,7 +726,6 @@ impl PredictionStore for ElasticsearchStore {
             let id = document_id(key);
             let call = Call {
                 method: Method::GET,
-                url: self.document_url(&id),
                 body: None,
                 document: Some(&id),
                 batch_size: None,
@@ -629,7 +758,6 @@ impl PredictionStore for ElasticsearchStore {
             let id = document_id(key);
             let call = Call {
                 method: Method::PUT,
-                url: self.document_url(&id),
                 body: Some(json_payload(&Document::of(prediction))?),
                 document: Some(&id),
                 batch_size: None,
@@ -654,11 +782,7 @@ impl PredictionStore for ElasticsearchStore {
             let op = &self.operations.mget;
             let call = Call {
                 batch_size: Some(keys.len()),
-                ..Call::fixed(
-                    op,
-                    Method::POST,
-                    Some(json_payload(&json!({ "ids": ids }))?),
-                )
+                ..Call::fixed(Method::POST, Some(json_payload(&json!({ "ids": ids }))?))
             };
             let answer = self.call(op, call).await?;
             if answer.status != 200 {
@@ -703,11 +827,11 @@ impl PredictionStore for ElasticsearchStore {
             let op = &self.operations.bulk;
             let payload = Payload {
                 content_type: NDJSON,
-                bytes: body,
+                bytes: body.into(),
             };
             let call = Call {
                 batch_size: Some(items.len()),
-                ..Call::fixed(op, Method::POST, Some(payload))
+                ..Call::fixed(Method::POST, Some(payload))
             };
             let answer = self.call(op, call).await?;
             if answer.status != 200 {
@@ -720,7 +844,7 @@ impl PredictionStore for ElasticsearchStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let op = &self.operations.alias_exists;
-            let answer = self.call(op, Call::fixed(op, Method::HEAD, None)).await?;
+            let answer = self.call(op, Call::fixed(Method::HEAD, None)).await?;
             match answer.status {
                 200 => Ok(()),
                 status => Err(status_error(status, &answer.body)),
@@ -784,7 +908,7 @@ impl ElasticsearchStore {
         op: &Operation,
         body: &impl Serialize,
     ) -> Result<T, StoreError> {
-        let call = Call::fixed(op, Method::POST, Some(json_payload(body)?));
+        let call = Call::fixed(Method::POST, Some(json_payload(body)?));
         let answer = self.call(op, call).await?;
         if answer.status != 200 {
             return Err(status_error(answer.status, &answer.body));
@@ -890,11 +1014,11 @@ mod tests {
         let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
 
         assert_eq!(
-            store.document_url("abc").as_str(),
-            "https://search.example:9243/ml-predictions/_doc/abc"
+            store.operations.get.nodes[0].url.as_str(),
+            "https://search.example:9243/ml-predictions/_doc"
         );
         assert_eq!(
-            store.operations.mget.url.as_str(),
+            store.operations.mget.nodes[0].url.as_str(),
             "https://search.example:9243/ml-predictions/_mget"
         );
         assert_eq!(store.operations.get.span_name, "get ml-predictions");
@@ -903,8 +1027,134 @@ mod tests {
             "indices.create ml-predictions-v1"
         );
         assert_eq!(
-            (store.server_address.as_str(), store.server_port),
+            (
+                store.nodes[0].server_address.as_str(),
+                store.nodes[0].server_port
+            ),
             ("search.example", 9243)
+        );
+    }
+
+    #[test]
+    fn every_node_gets_its_own_urls_and_metric_attributes_built_once() {
+        let settings = StoreSettings {
+            url: Some("http://u:p@es-0:9200 , https://u:p@es-1.example:9243/".into()),
+            ..crate::configuration::Settings::default().store
+        };
+
+        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+
+        let urls: Vec<&str> = store
+            .operations
+            .mget
+            .nodes
+            .iter()
+            .map(|n| n.url.as_str())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "http://es-0:9200/ml-predictions/_mget",
+                "https://es-1.example:9243/ml-predictions/_mget"
+            ]
+        );
+        let address = |attributes: &[KeyValue]| {
+            attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == SERVER_ADDRESS)
+                .map(|kv| kv.value.to_string())
+        };
+        assert_eq!(
+            address(&store.operations.get.nodes[1].metric_attributes).as_deref(),
+            Some("es-1.example")
+        );
+        assert_eq!(
+            (
+                store.nodes[1].server_address.as_str(),
+                store.nodes[1].server_port
+            ),
+            ("es-1.example", 9243)
+        );
+        assert_eq!(store.pool.len(), 2);
+    }
+
+    #[test]
+    fn only_delete_by_query_is_not_sent_again_to_another_node() {
+        let settings = StoreSettings {
+            url: Some("http://127.0.0.1:9200".into()),
+            ..crate::configuration::Settings::default().store
+        };
+        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+        let ops = &store.operations;
+        for op in [
+            &ops.info,
+            &ops.get,
+            &ops.index,
+            &ops.mget,
+            &ops.bulk,
+            &ops.create_index,
+            &ops.alias_exists,
+            &ops.search,
+        ] {
+            assert!(op.retry_safe, "{}", op.name);
+        }
+        assert!(!ops.delete_by_query.retry_safe);
+    }
+
+    #[tokio::test]
+    async fn a_retry_is_its_own_span_on_the_other_node_with_a_resend_count() {
+        use opentelemetry::trace::TracerProvider as _;
+        use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let (unavailable, live) = (MockServer::start().await, MockServer::start().await);
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(503))
+            .mount(&unavailable)
+            .await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(404).set_body_string(r#"{"found":false}"#))
+            .mount(&live)
+            .await;
+        let settings = StoreSettings {
+            url: Some(format!("{},{}", unavailable.uri(), live.uri())),
+            ..crate::configuration::Settings::default().store
+        };
+        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+
+        let found = store.get(&key("1")).await.unwrap();
+
+        assert!(found.is_none());
+        let spans = exporter.get_finished_spans().unwrap();
+        let attribute = |span: usize, name: &str| {
+            spans[span]
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == name)
+                .map(|kv| kv.value.to_string())
+        };
+        let port = |server: &MockServer| Some(server.address().port().to_string());
+        assert_eq!(spans.len(), 2, "one span per attempt");
+        assert!(spans.iter().all(|span| span.name == "get ml-predictions"));
+        assert_eq!(attribute(0, SERVER_PORT), port(&unavailable));
+        assert_eq!(attribute(0, ERROR_TYPE).as_deref(), Some("503"));
+        assert_eq!(attribute(0, HTTP_REQUEST_RESEND_COUNT), None);
+        assert_eq!(attribute(1, SERVER_PORT), port(&live));
+        assert_eq!(
+            attribute(1, HTTP_REQUEST_RESEND_COUNT).as_deref(),
+            Some("1")
+        );
+        assert!(
+            attribute(1, URL_FULL).unwrap().starts_with(&live.uri()),
+            "the retry's URL is the other node's"
         );
     }
 
@@ -978,6 +1228,21 @@ mod tests {
                 "no scheme (parsed as the scheme `search.local`)",
             ),
             (Some("ftp://search.local"), false, "not http(s)"),
+            (
+                Some("http://a:9200,,http://b:9200"),
+                false,
+                "an empty entry",
+            ),
+            (
+                Some("http://u:p@a:9200,http://b:9200"),
+                false,
+                "credentials on one node only",
+            ),
+            (
+                Some("http://a:9200,http://[::1"),
+                true,
+                "a second URL that does not parse",
+            ),
         ];
         for (url, unparsable, description) in cases {
             let settings = StoreSettings {

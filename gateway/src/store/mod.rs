@@ -2,6 +2,7 @@
 
 mod elasticsearch;
 mod memory;
+pub mod node_pool;
 pub mod write_behind;
 
 use std::future::Future;

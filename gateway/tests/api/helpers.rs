@@ -83,9 +83,14 @@ pub async fn spawn_app(options: TestOptions) -> TestApp {
         .check()
         .expect("the test's settings are ones the gateway accepts");
     let store = Arc::new(RecordingStore::new(options.failing_store));
-    let application = Application::build_with_store(settings, store.clone(), Metrics::new())
-        .await
-        .expect("the gateway builds");
+    // A test that names store nodes gets the Elasticsearch client in front of them (and
+    // `store` records nothing).
+    let application = if settings.store.url.is_some() {
+        Application::build(settings).await
+    } else {
+        Application::build_with_store(settings, store.clone(), Metrics::new()).await
+    }
+    .expect("the gateway builds");
     let address = application.address();
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(application.run_until_stopped(async move {
@@ -104,7 +109,7 @@ pub async fn spawn_app(options: TestOptions) -> TestApp {
 }
 
 /// A URL on which nothing listens (bound, then released).
-async fn closed_port_url() -> String {
+pub async fn closed_port_url() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
