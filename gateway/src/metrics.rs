@@ -25,6 +25,10 @@ pub struct Metrics {
     pub db_duration: Histogram<f64>,
     /// `ml.cache.results`: predictions served, by `ml.cache.result`.
     pub cache_results: Counter<u64>,
+    /// `ml.coalescing.leases`: computations coordinated through the store's lease, by
+    /// `ml.coalescing.lease` (`acquired`, `taken_over`, `held_elsewhere`, `ignored`,
+    /// `unavailable`).
+    pub coalescing_leases: Counter<u64>,
 }
 
 impl Metrics {
@@ -59,6 +63,11 @@ impl Metrics {
                 .u64_counter("ml.cache.results")
                 .with_unit("{prediction}")
                 .with_description("Predictions served, by cache outcome.")
+                .build(),
+            coalescing_leases: meter
+                .u64_counter("ml.coalescing.leases")
+                .with_unit("{computation}")
+                .with_description("Computations coordinated across replicas, by lease outcome.")
                 .build(),
         }
     }

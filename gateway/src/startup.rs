@@ -144,7 +144,11 @@ impl Application {
         ));
         let predictions = Arc::new(
             PredictionService::new(store, model, metrics.clone(), Arc::clone(&write_behind))
-                .with_max_age(settings.store.max_age()),
+                .with_max_age(settings.store.max_age())
+                .with_leases(
+                    settings.store.lease_ttl(),
+                    settings.server.request_timeout(),
+                ),
         );
         let refresher = tokio::spawn(refresh_live_model(
             Arc::clone(&predictions),

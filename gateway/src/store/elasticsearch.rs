@@ -31,11 +31,15 @@ use sha2::{Digest, Sha256};
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::{PredictionStore, StoreError, StoreFuture};
+use super::{Lease, LeaseGrant, LeaseOutcome, PredictionStore, StoreError, StoreFuture};
 use crate::configuration::StoreSettings;
 use crate::domain::{DataId, ModelInfo, Prediction, PredictionKey, StoredPrediction};
 use crate::metrics::Metrics;
 use crate::telemetry;
+
+// Lease requests, a child module so it reaches `call` and the operations.
+#[path = "leases.rs"]
+mod leases;
 
 /// Everything but unreserved characters is escaped in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
@@ -128,6 +132,8 @@ struct Operations {
     alias_exists: Operation,
     search: Operation,
     delete_by_query: Operation,
+    /// Computation leases, in `<alias>-leases` (`leases.rs`).
+    leases: leases::LeaseOperations,
 }
 
 /// The stored document. Field names follow the index mapping in [`ElasticsearchStore::mapping`].
@@ -345,6 +351,7 @@ impl ElasticsearchStore {
                 alias_name,
                 format!("/{alias}/_delete_by_query?conflicts=proceed&refresh=true"),
             ),
+            leases: leases::LeaseOperations::new(&settings.lease_index(), &operation),
         };
         Ok(Self {
             client,
@@ -388,7 +395,8 @@ impl ElasticsearchStore {
                 Ok(())
             }
             status => Err(status_error(status, &answer.body)),
-        }
+        }?;
+        self.ensure_lease_index().await
     }
 
     /// `GET /` once, for the cluster name. A refusal (credentials limited to the index) is
@@ -515,8 +523,10 @@ impl ElasticsearchStore {
 /// miss the gateway expects on the first request for every key. Marking it an error would
 /// turn every miss into a failed span and count it in the store's error rate. (A 404 for
 /// a missing index comes back from `get` as an error all the same, see its body check.)
+/// Nor is a 409 on a lease request: it is how the store says another replica holds or
+/// took over the lease (`leases.rs`).
 fn is_error(op: &Operation, status: u16) -> bool {
-    status >= 400 && !(status == 404 && op.name == "get")
+    status >= 400 && !(status == 404 && op.name == "get") && !leases::is_conflict(op, status)
 }
 
 /// `Basic base64(user:password)`, computed once rather than on every request.
@@ -726,6 +736,35 @@ impl PredictionStore for ElasticsearchStore {
                 status => Err(status_error(status, &answer.body)),
             }
         })
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        grant: &'a LeaseGrant,
+    ) -> StoreFuture<'a, LeaseOutcome> {
+        Box::pin(self.create_lease(key, grant))
+    }
+
+    fn lease<'a>(&'a self, key: &'a PredictionKey) -> StoreFuture<'a, Option<Lease>> {
+        Box::pin(self.read_lease(key))
+    }
+
+    fn take_over_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        expired: &'a Lease,
+        grant: &'a LeaseGrant,
+    ) -> StoreFuture<'a, Option<Lease>> {
+        Box::pin(self.replace_lease(key, expired, grant))
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        lease: &'a Lease,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.delete_lease(key, lease))
     }
 
     fn kind(&self) -> &'static str {

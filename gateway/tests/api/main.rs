@@ -10,3 +10,4 @@ mod openapi;
 mod predict;
 mod predict_batch;
 mod predictions;
+mod replicas;
