@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use gateway::domain::{DataId, ModelInfo, PredictionKey};
-use gateway::store::{LeaseGrant, LeaseOutcome, PredictionStore};
+use gateway::store::{Lease, LeaseGrant, LeaseOutcome, PredictionStore};
 use serde_json::Value;
 
 use crate::helpers::{
@@ -20,17 +20,19 @@ fn model_one() -> ModelInfo {
     }
 }
 
-/// Leaves a lease on `data_id` as a replica that died mid-computation would: `ttl` long,
-/// never released.
-async fn dead_replicas_lease(store: &RecordingStore, data_id: &str, ttl: Duration) {
+/// Leaves a lease on `data_id` as another replica computing it would: `ttl` long, not
+/// released unless the test does.
+async fn other_replicas_lease(store: &RecordingStore, data_id: &str, ttl: Duration) -> Lease {
     let key = PredictionKey::new(&model_one(), DataId::parse(data_id).unwrap());
     let grant = LeaseGrant {
-        holder: "dead-replica".into(),
+        holder: "other-replica".into(),
         ttl,
         trace_id: "d".repeat(32),
     };
-    let outcome = store.inner().acquire_lease(&key, &grant).await.unwrap();
-    assert!(matches!(outcome, LeaseOutcome::Acquired(_)), "{outcome:?}");
+    match store.inner().acquire_lease(&key, &grant).await.unwrap() {
+        LeaseOutcome::Acquired(lease) => lease,
+        LeaseOutcome::HeldElsewhere => panic!("the key was leased already"),
+    }
 }
 
 fn cache_status(response: &reqwest::Response) -> String {
@@ -97,7 +99,7 @@ async fn a_lease_left_by_a_dead_replica_is_taken_over_once_it_expires() {
     let model = MockModelService::start(MockAnswer::Predicts).await;
     let store = RecordingStore::shared();
     let ttl = Duration::from_secs(1);
-    dead_replicas_lease(&store, "cust-orphan", ttl).await;
+    other_replicas_lease(&store, "cust-orphan", ttl).await;
     let app = spawn_app(TestOptions::with_model(model.backend()).shared_store(&store)).await;
 
     // Act
@@ -121,7 +123,7 @@ async fn a_no_cache_request_does_not_wait_for_another_replicas_lease() {
     // Arrange: another replica holds the key's lease for a minute.
     let model = MockModelService::start(MockAnswer::Predicts).await;
     let store = RecordingStore::shared();
-    dead_replicas_lease(&store, "cust-busy", Duration::from_secs(60)).await;
+    other_replicas_lease(&store, "cust-busy", Duration::from_secs(60)).await;
     let app = spawn_app(TestOptions::with_model(model.backend()).shared_store(&store)).await;
 
     // Act
@@ -134,6 +136,35 @@ async fn a_no_cache_request_does_not_wait_for_another_replicas_lease() {
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
+    );
+    assert_eq!(model.predict_calls().await, 1);
+}
+
+#[tokio::test]
+async fn a_lease_released_without_a_prediction_lets_a_waiting_replica_compute_at_once() {
+    // Arrange: another replica holds the lease for a minute; its model call will fail.
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let store = RecordingStore::shared();
+    let lease = other_replicas_lease(&store, "cust-failed", Duration::from_secs(60)).await;
+    let app = spawn_app(TestOptions::with_model(model.backend()).shared_store(&store)).await;
+    let waiting = tokio::spawn({
+        let app = app.clone();
+        async move { app.predict("cust-failed").await }
+    });
+
+    // Act: the other replica gives up and releases its lease, having written nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let key = PredictionKey::new(&model_one(), DataId::parse("cust-failed").unwrap());
+    store.inner().release_lease(&key, &lease).await.unwrap();
+    let released = Instant::now();
+    let response = waiting.await.unwrap();
+
+    // Assert: computed here, within a poll or two of the release, not after the minute.
+    assert_eq!(response.status(), 200);
+    assert!(
+        released.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        released.elapsed()
     );
     assert_eq!(model.predict_calls().await, 1);
 }
