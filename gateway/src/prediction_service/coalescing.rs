@@ -1,6 +1,5 @@
-//! Request coalescing: the flight table, one computation per key however many requests
-//! wait for it, detached from them and landed (removed from the table) when done; across
-//! replicas, one computation per key through the store's lease (`leases.rs`).
+//! Request coalescing: the flight table, one detached computation per key however many
+//! requests wait for it (across replicas through the store's lease, `leases.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
