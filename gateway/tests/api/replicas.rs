@@ -50,8 +50,11 @@ async fn concurrent_misses_for_one_key_across_three_replicas_cost_one_model_call
     let store = RecordingStore::shared();
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        replicas
-            .push(spawn_app(TestOptions::with_model(model.backend()).shared_store(&store)).await);
+        let replica =
+            spawn_app(TestOptions::with_model(model.backend()).shared_store(&store)).await;
+        // Learns the live model now, so the nine requests below start their lookups together.
+        assert_eq!(replica.get("/v1/predictions/warm-up").await.status(), 404);
+        replicas.push(replica);
     }
 
     // Act: nine concurrent requests for one new key, three per replica.
