@@ -373,10 +373,10 @@ impl ElasticsearchStore {
     }
 
     /// Learns the cluster name (for `db.namespace`), then creates the versioned index with
-    /// its mapping and the alias over it, unless it exists.
+    /// its mapping and the alias over it, and the lease index, each unless it exists.
     ///
     /// Errors: [`StoreError::Unreachable`] if the store does not answer,
-    /// [`StoreError::Status`] if it refuses the index.
+    /// [`StoreError::Status`] if it refuses an index.
     pub async fn ensure_index(&self) -> Result<(), StoreError> {
         self.learn_cluster_name().await?;
         let op = &self.operations.create_index;
