@@ -174,6 +174,15 @@ pub struct StoreSettings {
     /// answer says its remaining lifetime in `ttl` (RFC 9211 section 2.4).
     #[serde(default, deserialize_with = "optional_positive")]
     pub max_age_secs: Option<u64>,
+    /// How long in milliseconds a replica's lease on one key's computation holds unless
+    /// released (`GATEWAY__STORE__LEASE_TTL_MS`, default 10000): replicas missing the same
+    /// key wait this long at most for the holder's prediction, then take the lease over
+    /// (a holder that died). Must be longer than `GATEWAY__MODEL__TIMEOUT_MS`, or a slow but
+    /// alive computation loses its lease and a second replica computes; the default also
+    /// leaves room for the store write (`GATEWAY__STORE__TIMEOUT_MS`). Not checked against
+    /// the store timeout: `gateway purge` runs with a long one and never leases.
+    #[serde(default = "u64_default::<10_000>")]
+    pub lease_ttl_ms: u64,
 }
 
 /// The model service and how the gateway follows its live version.
@@ -335,7 +344,9 @@ impl Settings {
     }
 
     /// Rejects combinations that cannot work: a model call allowed to outlast the request
-    /// that waits for it would be cut off by the request deadline on every slow answer.
+    /// that waits for it would be cut off by the request deadline on every slow answer; a
+    /// computation lease not longer than a model call would be taken over while its holder
+    /// still computes.
     /// [`Settings::load`] calls it; settings built in code (tests) call it themselves.
     pub fn check(&self) -> Result<(), ConfigurationError> {
         if self.model.timeout_ms >= self.server.request_timeout_ms {
@@ -343,6 +354,13 @@ impl Settings {
                 "GATEWAY__MODEL__TIMEOUT_MS ({}) must be shorter than \
                  GATEWAY__SERVER__REQUEST_TIMEOUT_MS ({})",
                 self.model.timeout_ms, self.server.request_timeout_ms
+            )));
+        }
+        if self.store.lease_ttl_ms <= self.model.timeout_ms {
+            return Err(ConfigurationError::Inconsistent(format!(
+                "GATEWAY__STORE__LEASE_TTL_MS ({}) must be longer than \
+                 GATEWAY__MODEL__TIMEOUT_MS ({}): a computation lease must outlast a model call",
+                self.store.lease_ttl_ms, self.model.timeout_ms
             )));
         }
         Ok(())
@@ -413,6 +431,17 @@ impl StoreSettings {
     /// The versioned index behind the alias, created at start-up.
     pub fn index_name(&self) -> String {
         format!("{}-v1", self.index_alias)
+    }
+
+    /// The index of computation leases (`<alias>-leases`), created at start-up; outside
+    /// the alias and its template's `<alias>-v*` pattern.
+    pub fn lease_index(&self) -> String {
+        format!("{}-leases", self.index_alias)
+    }
+
+    /// How long a computation lease holds unless released.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
     }
 }
 
@@ -905,6 +934,32 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_ttl_not_longer_than_the_model_timeout_is_rejected() {
+        // (lease TTL, model timeout, accepted, description)
+        let cases = [
+            ("5000", "5000", false, "exactly a model call"),
+            ("3000", "5000", false, "shorter than a model call"),
+            ("5001", "5000", true, "just longer"),
+        ];
+        for (ttl, model, accepted, description) in cases {
+            let result = Settings::from_vars(vars(&[
+                ("GATEWAY__STORE__LEASE_TTL_MS", ttl),
+                ("GATEWAY__MODEL__TIMEOUT_MS", model),
+            ]));
+            match result {
+                Ok(_) => assert!(accepted, "{description}"),
+                Err(error) => {
+                    assert!(!accepted, "{description}: {error}");
+                    assert!(
+                        error.to_string().contains("GATEWAY__STORE__LEASE_TTL_MS"),
+                        "{description}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_maximum_age_of_stored_predictions_is_off_unless_set_to_a_positive_count() {
         assert_eq!(
             Settings::from_vars(vars(&[])).unwrap().store.max_age(),
@@ -976,6 +1031,8 @@ mod tests {
         assert_eq!(store.write_behind_max_attempts, 8);
         assert_eq!(store.dead_node_backoff(), Duration::from_secs(1));
         assert_eq!(store.max_dead_node_backoff(), Duration::from_secs(30));
+        assert_eq!(store.lease_ttl(), Duration::from_secs(10));
+        assert_eq!(store.lease_index(), "ml-predictions-leases");
         assert_eq!(model.timeout(), Duration::from_secs(5));
         assert_eq!(model.connect_timeout(), Duration::from_secs(1));
         assert_eq!(model.version_refresh(), Duration::from_secs(5));

@@ -21,10 +21,11 @@
 //! - [`domain`]: validated request types ([`domain::DataId`], the `Cache-Control` request
 //!   directives), prediction types and the `Cache-Status` value.
 //! - [`prediction_service`]: the cache-aside path (`mod.rs`: predict, batch, stored), with
-//!   request coalescing (`coalescing.rs`), the live model version (`live_model.rs`) and
-//!   readiness (`readiness.rs`) one file each.
-//! - [`store`]: the [`store::PredictionStore`] trait, Elasticsearch and in-memory
-//!   implementations; the index mapping is read from
+//!   request coalescing (`coalescing.rs`), its cross-replica lease protocol (`leases.rs`),
+//!   the live model version (`live_model.rs`) and readiness (`readiness.rs`) one file each.
+//! - [`store`]: the [`store::PredictionStore`] trait (predictions and computation leases),
+//!   Elasticsearch and in-memory implementations, the Elasticsearch lease requests in
+//!   `store/leases.rs`; the index mapping is read from
 //!   `deploy/elasticsearch/ml-predictions.index-template.json`, its one source.
 //! - [`store::node_pool`]: which store node to ask next (round robin over live nodes) and
 //!   the dead-node bookkeeping (growing back-off); `store/elasticsearch.rs` retries a

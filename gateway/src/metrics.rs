@@ -28,6 +28,10 @@ pub struct Metrics {
     /// `ml.store.node.marked_dead`: times a store node was marked dead, by
     /// `server.address` and `server.port` (one series per configured node).
     pub store_node_marked_dead: Counter<u64>,
+    /// `ml.coalescing.leases`: computations coordinated through the store's lease, by
+    /// `ml.coalescing.lease` (`acquired`, `taken_over`, `held_elsewhere`, `ignored`,
+    /// `unavailable`).
+    pub coalescing_leases: Counter<u64>,
 }
 
 impl Metrics {
@@ -67,6 +71,11 @@ impl Metrics {
                 .u64_counter("ml.store.node.marked_dead")
                 .with_unit("{event}")
                 .with_description("Times a store node was marked dead and skipped for a back-off.")
+                .build(),
+            coalescing_leases: meter
+                .u64_counter("ml.coalescing.leases")
+                .with_unit("{computation}")
+                .with_description("Computations coordinated across replicas, by lease outcome.")
                 .build(),
         }
     }

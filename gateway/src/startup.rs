@@ -144,7 +144,11 @@ impl Application {
         ));
         let predictions = Arc::new(
             PredictionService::new(store, model, metrics.clone(), Arc::clone(&write_behind))
-                .with_max_age(settings.store.max_age()),
+                .with_max_age(settings.store.max_age())
+                .with_leases(
+                    settings.store.lease_ttl(),
+                    settings.server.request_timeout(),
+                ),
         );
         let refresher = tokio::spawn(refresh_live_model(
             Arc::clone(&predictions),
@@ -216,8 +220,9 @@ impl Application {
 }
 
 /// Creates the index, retrying while the store is unreachable, then waits until reads
-/// through the alias are answered: a node answers 503 while a new index's shards are
-/// still recovering, and a gateway that reported ready then would bypass its cache.
+/// through the alias and of the lease index are answered: a node answers 503 while a new
+/// index's shards are still recovering, and a gateway that reported ready then would
+/// bypass its cache (or compute without leases).
 async fn ensure_index(store: &ElasticsearchStore) -> Result<(), StoreError> {
     let deadline = Instant::now() + STORE_STARTUP_DEADLINE;
     let mut delay = Duration::from_millis(200);
@@ -243,7 +248,11 @@ async fn ensure_index(store: &ElasticsearchStore) -> Result<(), StoreError> {
     };
     let mut delay = Duration::from_millis(50);
     loop {
-        match store.get(&probe).await {
+        let readable = async {
+            store.get(&probe).await?;
+            store.lease(&probe).await
+        };
+        match readable.await {
             Ok(_) => return Ok(()),
             Err(error) if Instant::now() < deadline => {
                 tracing::info!(

@@ -1,5 +1,5 @@
-//! Request coalescing: the flight table, one computation per key however many requests
-//! wait for it, detached from them and landed (removed from the table) when done.
+//! Request coalescing: the flight table, one detached computation per key however many
+//! requests wait for it (across replicas through the store's lease, `leases.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +13,10 @@ use tokio::sync::watch;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::leases::{Coordination, LeaseUse, Lookup};
 use super::{PredictionError, PredictionService};
 use crate::domain::{PredictionKey, RequestDirectives, StoredPrediction};
+use crate::store::Lease;
 use crate::telemetry::link_to_computing_trace;
 
 /// How long a finished computation stays joinable after its result was stored: a request
@@ -28,6 +30,9 @@ pub(super) struct Computed {
     pub(super) prediction: StoredPrediction,
     /// Whether the store acknowledged its write.
     pub(super) stored: bool,
+    /// How the flight used the cross-replica lease (`None`: it did not try, the store
+    /// lookup having failed).
+    pub(super) lease: Option<LeaseUse>,
 }
 
 type FlightResult = Result<Computed, PredictionError>;
@@ -48,13 +53,16 @@ pub(super) type Flights = Arc<Mutex<HashMap<PredictionKey, FlightEntry>>>;
 
 impl PredictionService {
     /// Computes the prediction of `key`, or joins a computation already running for it
-    /// that `directives` accept; also says whether it joined (`collapsed`).
+    /// that `directives` accept, here or (through the lease) on another replica; also says
+    /// whether it waited for another's computation (`collapsed`). `lookup` is what this
+    /// request's store lookup saw; a flight it starts coordinates by it.
     pub(super) async fn compute_once(
         self: &Arc<Self>,
         key: PredictionKey,
         directives: &RequestDirectives,
+        lookup: Lookup,
     ) -> Result<(Computed, bool), PredictionError> {
-        let (mut flight, collapsed) = self.join_or_start(key, directives);
+        let (mut flight, joined) = self.join_or_start(key, directives, lookup);
         let result = match flight.wait_for(Option::is_some).await {
             Ok(done) => done.clone().unwrap_or(Err(PredictionError::Aborted)),
             // The computing task ended without publishing: it panicked.
@@ -62,6 +70,10 @@ impl PredictionService {
         };
         let computed = result?;
         let span = Span::current();
+        if let Some(lease) = computed.lease {
+            span.set_attribute("ml.coalescing.lease", lease.as_str());
+        }
+        let collapsed = joined || computed.lease == Some(LeaseUse::HeldElsewhere);
         let own_trace = span.context().span().span_context().trace_id().to_string();
         if computed.prediction.trace_id != own_trace {
             // Served by another request's model call: point at the trace that made it.
@@ -89,6 +101,7 @@ impl PredictionService {
         self: &Arc<Self>,
         key: PredictionKey,
         directives: &RequestDirectives,
+        lookup: Lookup,
     ) -> (Flight, bool) {
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = flights.get(&key)
@@ -112,15 +125,21 @@ impl PredictionService {
             key,
             flight: flight.clone(),
             store,
+            lookup,
         };
         let this = Arc::clone(self);
         let requesting = Span::current().context();
         let computing = requesting.clone();
         let task = async move {
-            let result = this.compute(&landing, &computing).await;
+            let (result, lease) = this.compute(&landing, &computing).await;
             // Linger only where a write may race a lookup; unwritten results are gone at once.
             let linger = result.is_ok() && landing.store.load(Ordering::Relaxed);
             publish.send_replace(Some(result));
+            // After the answer, so no requester waits for it; after the write, so a replica
+            // that sees the lease gone finds the prediction.
+            if let Some(lease) = lease {
+                this.release_lease(&landing.key, &lease).await;
+            }
             if linger {
                 tokio::time::sleep(COALESCE_LINGER).await;
             }
@@ -130,9 +149,45 @@ impl PredictionService {
         (flight, false)
     }
 
+    /// The prediction of the flight: another replica's, if it holds the key's lease and
+    /// lands its prediction in time; else computed here (see [`Self::call_model`]), and
+    /// the lease it computed under, to release once the result is published.
+    async fn compute(
+        &self,
+        landing: &Landing,
+        computing: &opentelemetry::Context,
+    ) -> (FlightResult, Option<Lease>) {
+        let coordination = self
+            .coordinate(&landing.key, landing.lookup, computing)
+            .await;
+        let (lease, lease_use) = match coordination {
+            Coordination::Landed(prediction) => {
+                let computed = Computed {
+                    prediction,
+                    stored: true,
+                    lease: Some(LeaseUse::HeldElsewhere),
+                };
+                return (Ok(computed), None);
+            }
+            Coordination::Compute { lease, lease_use } => (lease, lease_use),
+        };
+        let result = self
+            .call_model(landing, computing)
+            .await
+            .map(|computed| Computed {
+                lease: lease_use,
+                ..computed
+            });
+        (result, lease)
+    }
+
     /// One model call and, unless every requester said `no-store`, one store write,
     /// recorded with the computing trace.
-    async fn compute(&self, landing: &Landing, computing: &opentelemetry::Context) -> FlightResult {
+    async fn call_model(
+        &self,
+        landing: &Landing,
+        computing: &opentelemetry::Context,
+    ) -> FlightResult {
         let key = &landing.key;
         let answer = self.model.predict(&key.data_id).await?;
         let span_context = computing.span().span_context().clone();
@@ -152,6 +207,7 @@ impl PredictionService {
             return Ok(Computed {
                 prediction: stored,
                 stored: false,
+                lease: None,
             });
         }
         let store_key = PredictionKey::new(&stored.model, key.data_id.clone());
@@ -166,6 +222,7 @@ impl PredictionService {
                 Ok(Computed {
                     prediction: stored,
                     stored: true,
+                    lease: None,
                 })
             }
             Err(error) => {
@@ -177,6 +234,7 @@ impl PredictionService {
                 Ok(Computed {
                     prediction: stored,
                     stored: false,
+                    lease: None,
                 })
             }
         }
@@ -192,6 +250,8 @@ struct Landing {
     flight: Flight,
     /// Whether to write the prediction (the entry's flag).
     store: Arc<AtomicBool>,
+    /// What the starter's lookup saw: how the flight coordinates with other replicas.
+    lookup: Lookup,
 }
 
 impl Landing {

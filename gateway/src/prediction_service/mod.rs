@@ -1,12 +1,14 @@
 //! The cache-aside prediction path: look the prediction up for the live model run,
 //! compute it on a miss, store it with the computing trace, as the client's RFC 9111
-//! request directives allow. Coalescing, the live model and readiness have a file each.
+//! request directives allow. Coalescing (in process and across replicas), the live model
+//! and readiness have a file each.
 //!
 //! Computations are detached from the requests that wait for them: a model call and its
 //! store write run in their own task, inside the trace of the request that started them,
 //! so a client hang-up or a request deadline never throws shared work away.
 
 mod coalescing;
+mod leases;
 mod live_model;
 mod readiness;
 
@@ -32,6 +34,7 @@ use crate::store::{PredictionStore, StoreError};
 use crate::telemetry::link_to_computing_trace;
 
 use coalescing::Flights;
+use leases::{LeaseSettings, Lookup};
 pub use readiness::DependencyStatus;
 
 /// Why a prediction could not be served.
@@ -96,6 +99,8 @@ pub struct PredictionService {
     write_behind: Arc<WriteBehind>,
     /// Stored predictions older than this are not served (`None`: no maximum age).
     max_age: Option<Duration>,
+    /// How flights lease their key in the store, so replicas compute it once.
+    leases: LeaseSettings,
 }
 
 impl PredictionService {
@@ -114,7 +119,15 @@ impl PredictionService {
             flights: Arc::default(),
             metrics,
             max_age: None,
+            leases: LeaseSettings::default(),
         }
+    }
+
+    /// Leases each computation for `ttl` (`GATEWAY__STORE__LEASE_TTL_MS`), and waits for
+    /// another replica's computation `wait_limit` at most (the request deadline).
+    pub fn with_leases(mut self, ttl: Duration, wait_limit: Duration) -> Self {
+        self.leases = LeaseSettings::new(ttl, wait_limit);
+        self
     }
 
     /// Serves no stored prediction older than `max_age` (`None`: no maximum age).
@@ -138,29 +151,30 @@ impl PredictionService {
         span.set_attribute("ml.cache.directive", directives.attribute());
         let model = self.live_model().await?;
         let key = PredictionKey::new(&model, data_id);
-        let (reason, bypass) = if directives.no_cache {
-            (ForwardReason::Request, false)
+        let (reason, lookup) = if directives.no_cache {
+            (ForwardReason::Request, Lookup::Skipped)
         } else {
             match self.store.get(&key).await {
                 Ok(Some(stored)) if self.is_fresh(&stored, &directives) => {
                     link_to_computing_trace(&span, &stored);
                     return Ok(self.served(self.hit(stored), &directives));
                 }
-                Ok(Some(_)) => (ForwardReason::Stale, false),
-                Ok(None) => (ForwardReason::Miss, false),
+                Ok(Some(stale)) => (ForwardReason::Stale, Lookup::Stale(stale.created_at)),
+                Ok(None) => (ForwardReason::Miss, Lookup::Missed),
                 Err(error) => {
                     tracing::warn!(
                         error = &error as &dyn std::error::Error,
                         "store lookup failed; answering from the model"
                     );
-                    (ForwardReason::Miss, true)
+                    (ForwardReason::Miss, Lookup::Failed)
                 }
             }
         };
+        let bypass = lookup == Lookup::Failed;
         if directives.only_if_cached {
             return Err(PredictionError::NotCached);
         }
-        let (computed, collapsed) = self.compute_once(key, &directives).await?;
+        let (computed, collapsed) = self.compute_once(key, &directives, lookup).await?;
         let status = CacheStatus {
             handling: Handling::Forwarded(Forward {
                 reason,

@@ -34,11 +34,15 @@ use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::node_pool::NodePool;
-use super::{PredictionStore, StoreError, StoreFuture};
+use super::{Lease, LeaseGrant, LeaseOutcome, PredictionStore, StoreError, StoreFuture};
 use crate::configuration::StoreSettings;
 use crate::domain::{DataId, ModelInfo, Prediction, PredictionKey, StoredPrediction};
 use crate::metrics::Metrics;
 use crate::telemetry;
+
+// Lease requests, a child module so it reaches `call` and the operations.
+#[path = "leases.rs"]
+mod leases;
 
 /// Everything but unreserved characters is escaped in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
@@ -150,6 +154,8 @@ struct Operations {
     alias_exists: Operation,
     search: Operation,
     delete_by_query: Operation,
+    /// Computation leases, in `<alias>-leases` (`leases.rs`).
+    leases: leases::LeaseOperations,
 }
 
 /// The stored document. Field names follow the index mapping in [`ElasticsearchStore::mapping`].
@@ -258,6 +264,9 @@ struct Call<'a> {
     document: Option<&'a str>,
     /// Operations in a batch request, for `db.operation.batch.size`.
     batch_size: Option<usize>,
+    /// A query string for the request (`if_seq_no=..&if_primary_term=..` of a conditional
+    /// write); operations whose URL carries a fixed query have none.
+    query: Option<String>,
 }
 
 impl Call<'_> {
@@ -269,6 +278,7 @@ impl Call<'_> {
             body,
             document: None,
             batch_size: None,
+            query: None,
         }
     }
 }
@@ -405,6 +415,7 @@ impl ElasticsearchStore {
                 alias_name,
                 format!("/{alias}/_delete_by_query?conflicts=proceed&refresh=true"),
             ),
+            leases: leases::LeaseOperations::new(&settings.lease_index(), &operation),
         };
         Ok(Self {
             client,
@@ -430,10 +441,10 @@ impl ElasticsearchStore {
     }
 
     /// Learns the cluster name (for `db.namespace`), then creates the versioned index with
-    /// its mapping and the alias over it, unless it exists.
+    /// its mapping and the alias over it, and the lease index, each unless it exists.
     ///
     /// Errors: [`StoreError::Unreachable`] if the store does not answer,
-    /// [`StoreError::Status`] if it refuses the index.
+    /// [`StoreError::Status`] if it refuses an index.
     pub async fn ensure_index(&self) -> Result<(), StoreError> {
         self.learn_cluster_name().await?;
         let op = &self.operations.create_index;
@@ -452,7 +463,8 @@ impl ElasticsearchStore {
                 Ok(())
             }
             status => Err(status_error(status, &answer.body)),
-        }
+        }?;
+        self.ensure_lease_index().await
     }
 
     /// `GET /` once, for the cluster name. A refusal (credentials limited to the index) is
@@ -563,6 +575,9 @@ impl ElasticsearchStore {
                 .expect("new() accepts only http(s) URLs, which have path segments")
                 .push(id);
         }
+        if call.query.is_some() {
+            url.set_query(call.query.as_deref());
+        }
         let span = tracing::debug_span!(
             target: "gateway::store",
             "elasticsearch",
@@ -643,8 +658,10 @@ impl ElasticsearchStore {
 /// miss the gateway expects on the first request for every key. Marking it an error would
 /// turn every miss into a failed span and count it in the store's error rate. (A 404 for
 /// a missing index comes back from `get` as an error all the same, see its body check.)
+/// Nor is a 409 on a lease request: it is how the store says another replica holds or
+/// took over the lease (`leases.rs`).
 fn is_error(op: &Operation, status: u16) -> bool {
-    status >= 400 && !(status == 404 && op.name == "get")
+    status >= 400 && !(status == 404 && op.name == "get") && !leases::is_conflict(op, status)
 }
 
 /// `Basic base64(user:password)`, computed once rather than on every request.
@@ -729,6 +746,7 @@ impl PredictionStore for ElasticsearchStore {
                 body: None,
                 document: Some(&id),
                 batch_size: None,
+                query: None,
             };
             let answer = self.call(&self.operations.get, call).await?;
             let found: GetResponse = match answer.status {
@@ -761,6 +779,7 @@ impl PredictionStore for ElasticsearchStore {
                 body: Some(json_payload(&Document::of(prediction))?),
                 document: Some(&id),
                 batch_size: None,
+                query: None,
             };
             let answer = self.call(&self.operations.index, call).await?;
             match answer.status {
@@ -850,6 +869,35 @@ impl PredictionStore for ElasticsearchStore {
                 status => Err(status_error(status, &answer.body)),
             }
         })
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        grant: &'a LeaseGrant,
+    ) -> StoreFuture<'a, LeaseOutcome> {
+        Box::pin(self.create_lease(key, grant))
+    }
+
+    fn lease<'a>(&'a self, key: &'a PredictionKey) -> StoreFuture<'a, Option<Lease>> {
+        Box::pin(self.read_lease(key))
+    }
+
+    fn take_over_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        expired: &'a Lease,
+        grant: &'a LeaseGrant,
+    ) -> StoreFuture<'a, Option<Lease>> {
+        Box::pin(self.replace_lease(key, expired, grant))
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        lease: &'a Lease,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.delete_lease(key, lease))
     }
 
     fn kind(&self) -> &'static str {

@@ -2,9 +2,9 @@
 //! gateway runs on a machine with nothing else installed (development, demos, tests).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
-use super::{PredictionStore, StoreFuture};
+use super::{Lease, LeaseGrant, LeaseOutcome, LeaseVersion, PredictionStore, StoreFuture};
 use crate::domain::{PredictionKey, StoredPrediction};
 
 /// Predictions in a process-local map; lost on restart.
@@ -12,6 +12,38 @@ use crate::domain::{PredictionKey, StoredPrediction};
 pub struct MemoryStore {
     /// Predictions by key; a plain lock is enough: no await happens while it is held.
     predictions: RwLock<HashMap<PredictionKey, StoredPrediction>>,
+    /// Computation leases by key, with the last version handed out, under one lock so a
+    /// check and its write are one step, as a conditional write is in Elasticsearch.
+    /// Several services sharing one store see each other's leases, like replicas.
+    leases: Mutex<Leases>,
+}
+
+#[derive(Debug, Default)]
+struct Leases {
+    by_key: HashMap<PredictionKey, Lease>,
+    /// The `seq_no` of the last lease written: versions never repeat.
+    seq_no: u64,
+}
+
+impl Leases {
+    /// Stores a lease for `grant` under `key` at a new version.
+    fn write(&mut self, key: &PredictionKey, grant: &LeaseGrant) -> Lease {
+        self.seq_no += 1;
+        let version = LeaseVersion {
+            seq_no: self.seq_no,
+            primary_term: 1,
+        };
+        let lease = Lease::granted(grant, version);
+        self.by_key.insert(key.clone(), lease.clone());
+        lease
+    }
+
+    /// Whether `key`'s lease is at `version`.
+    fn is_at(&self, key: &PredictionKey, version: LeaseVersion) -> bool {
+        self.by_key
+            .get(key)
+            .is_some_and(|lease| lease.version == version)
+    }
 }
 
 impl MemoryStore {
@@ -33,6 +65,10 @@ impl MemoryStore {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PredictionKey, StoredPrediction>> {
         // A poisoned lock only means another request panicked mid-insert of a whole value.
         self.predictions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -57,6 +93,53 @@ impl PredictionStore for MemoryStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        grant: &'a LeaseGrant,
+    ) -> StoreFuture<'a, LeaseOutcome> {
+        Box::pin(async move {
+            let mut leases = self.leases();
+            if leases.by_key.contains_key(key) {
+                return Ok(LeaseOutcome::HeldElsewhere);
+            }
+            Ok(LeaseOutcome::Acquired(leases.write(key, grant)))
+        })
+    }
+
+    fn lease<'a>(&'a self, key: &'a PredictionKey) -> StoreFuture<'a, Option<Lease>> {
+        Box::pin(async move { Ok(self.leases().by_key.get(key).cloned()) })
+    }
+
+    fn take_over_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        expired: &'a Lease,
+        grant: &'a LeaseGrant,
+    ) -> StoreFuture<'a, Option<Lease>> {
+        Box::pin(async move {
+            let mut leases = self.leases();
+            if !leases.is_at(key, expired.version) {
+                return Ok(None);
+            }
+            Ok(Some(leases.write(key, grant)))
+        })
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        lease: &'a Lease,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut leases = self.leases();
+            if leases.is_at(key, lease.version) {
+                leases.by_key.remove(key);
+            }
+            Ok(())
+        })
     }
 
     fn kind(&self) -> &'static str {
@@ -99,5 +182,50 @@ mod tests {
         store.put(&key_v1, &prediction).await.unwrap();
         assert_eq!(store.get(&key_v1).await.unwrap(), Some(prediction));
         assert_eq!(store.get(&key_v2).await.unwrap(), None);
+    }
+
+    fn grant(holder: &str, ttl_ms: u64) -> LeaseGrant {
+        LeaseGrant {
+            holder: holder.into(),
+            ttl: std::time::Duration::from_millis(ttl_ms),
+            trace_id: "1".repeat(32),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_created_once_taken_over_once_and_released_only_by_its_version() {
+        let store = MemoryStore::new();
+        let (key, _) = stored("1");
+
+        let LeaseOutcome::Acquired(first) =
+            store.acquire_lease(&key, &grant("a", 0)).await.unwrap()
+        else {
+            panic!("no lease existed");
+        };
+        let second = store.acquire_lease(&key, &grant("b", 0)).await.unwrap();
+        let read = store
+            .lease(&key)
+            .await
+            .unwrap()
+            .expect("the lease is stored");
+        let taken = store
+            .take_over_lease(&key, &read, &grant("b", 60_000))
+            .await;
+        let late = store
+            .take_over_lease(&key, &read, &grant("c", 60_000))
+            .await;
+        store.release_lease(&key, &first).await.unwrap();
+
+        assert_eq!(second, LeaseOutcome::HeldElsewhere);
+        assert_eq!((read.holder.as_str(), read.is_expired()), ("a", true));
+        let taken = taken.unwrap().expect("b takes over the expired lease");
+        assert_eq!(late.unwrap(), None, "c read the version b replaced");
+        assert_eq!(
+            store.lease(&key).await.unwrap(),
+            Some(taken.clone()),
+            "a's release did not delete b's lease"
+        );
+        store.release_lease(&key, &taken).await.unwrap();
+        assert_eq!(store.lease(&key).await.unwrap(), None);
     }
 }

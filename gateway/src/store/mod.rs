@@ -8,6 +8,9 @@ pub mod write_behind;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 pub use self::elasticsearch::{ElasticsearchStore, document_id, document_path};
 pub use memory::MemoryStore;
@@ -59,8 +62,125 @@ pub trait PredictionStore: Send + Sync + 'static {
     /// Whether the store answers (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
 
+    /// Creates the lease of `key`'s computation for `grant` if no lease exists (Elasticsearch
+    /// `op_type=create`): [`LeaseOutcome::Acquired`] then, else [`LeaseOutcome::HeldElsewhere`],
+    /// even when the existing lease has expired (take it over with [`Self::take_over_lease`]).
+    /// A store without leases grants every one: replicas then each compute.
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        grant: &'a LeaseGrant,
+    ) -> StoreFuture<'a, LeaseOutcome> {
+        let _ = key;
+        Box::pin(async move { Ok(LeaseOutcome::Acquired(Lease::ungranted(grant))) })
+    }
+
+    /// The lease of `key`'s computation as the store holds it now, expired or not; `None`
+    /// when there is none (never taken, or released).
+    fn lease<'a>(&'a self, key: &'a PredictionKey) -> StoreFuture<'a, Option<Lease>> {
+        let _ = key;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Replaces `expired` (as [`Self::lease`] read it) by a lease for `grant`, only if
+    /// nobody changed it since (Elasticsearch optimistic concurrency control: `if_seq_no`
+    /// and `if_primary_term`); `None` when another holder got there first.
+    fn take_over_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        expired: &'a Lease,
+        grant: &'a LeaseGrant,
+    ) -> StoreFuture<'a, Option<Lease>> {
+        let _ = (key, expired);
+        Box::pin(async move { Ok(Some(Lease::ungranted(grant))) })
+    }
+
+    /// Deletes `lease` if it is still the one the store holds (the same optimistic
+    /// concurrency check), so a lease another replica took over is never deleted. A lease
+    /// already gone or taken over is not an error.
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        lease: &'a Lease,
+    ) -> StoreFuture<'a, ()> {
+        let _ = (key, lease);
+        Box::pin(async { Ok(()) })
+    }
+
     /// A short name for logs and readiness bodies (`elasticsearch`, `memory`).
     fn kind(&self) -> &'static str;
+}
+
+/// What a replica asks for when it leases a key's computation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// The asking process: random per process, so a lease names who computes.
+    pub holder: String,
+    /// How long the lease holds unless released; it must outlast a model call.
+    pub ttl: Duration,
+    /// The computing trace (32 hex), stored so Kibana can jump to the trace that computes.
+    pub trace_id: String,
+}
+
+/// A lease on one key's computation, as stored. Created only where none exists, taken
+/// over once expired, released by its holder when the prediction is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The process holding it ([`LeaseGrant::holder`]).
+    pub holder: String,
+    /// When it expires; another replica may take it over after.
+    pub expires_at: DateTime<Utc>,
+    /// The trace computing under it.
+    pub trace_id: String,
+    /// The version a take-over or release must match (Elasticsearch `_seq_no` and
+    /// `_primary_term`).
+    pub version: LeaseVersion,
+}
+
+/// A stored document's version for optimistic concurrency control (Elasticsearch
+/// `_seq_no`, `_primary_term`): a conditional write or delete succeeds only while the
+/// document is still at this version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseVersion {
+    /// `_seq_no`.
+    pub seq_no: u64,
+    /// `_primary_term`.
+    pub primary_term: u64,
+}
+
+impl Lease {
+    /// The lease `grant` asks for, expiring `grant.ttl` from now, at `version`.
+    pub fn granted(grant: &LeaseGrant, version: LeaseVersion) -> Self {
+        let expires_at = chrono::Duration::from_std(grant.ttl)
+            .ok()
+            .and_then(|ttl| Utc::now().checked_add_signed(ttl))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        Self {
+            holder: grant.holder.clone(),
+            expires_at,
+            trace_id: grant.trace_id.clone(),
+            version,
+        }
+    }
+
+    /// What a store without leases grants: a lease nobody else sees.
+    fn ungranted(grant: &LeaseGrant) -> Self {
+        Self::granted(grant, LeaseVersion::default())
+    }
+
+    /// Whether it has expired by the clock of this process.
+    pub fn is_expired(&self) -> bool {
+        self.expires_at <= Utc::now()
+    }
+}
+
+/// The answer to [`PredictionStore::acquire_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// No lease existed: this one is the caller's; it computes, then releases it.
+    Acquired(Lease),
+    /// A lease exists (maybe expired): another replica computes, or did and died.
+    HeldElsewhere,
 }
 
 /// Why a store operation failed, or the store client could not be built. Messages are

@@ -28,13 +28,14 @@ const ML_PREFIX: &str = "ml.";
 /// wrong row). Namespaces rather than a list of names, so a new `ml.cache.*` or
 /// `ml.batch.*` attribute is owned without being listed here (a list had already missed
 /// `ml.cache.directive` and `ml.batch.failed`).
-const OWNED: [&str; 6] = [
+const OWNED: [&str; 7] = [
     "ml.data_id",
     "ml.run_id",
     "ml.model.",
     "ml.cache.",
     "ml.batch.",
     "ml.link.",
+    "ml.coalescing.",
 ];
 
 /// Whether the gateway owns `name` (see [`OWNED`]).

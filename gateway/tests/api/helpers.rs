@@ -10,7 +10,9 @@ use gateway::configuration::Settings;
 use gateway::domain::{PredictionKey, StoredPrediction};
 use gateway::metrics::Metrics;
 use gateway::startup::Application;
-use gateway::store::{MemoryStore, PredictionStore, StoreError, StoreFuture};
+use gateway::store::{
+    Lease, LeaseGrant, LeaseOutcome, MemoryStore, PredictionStore, StoreError, StoreFuture,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::http::Method;
@@ -48,6 +50,8 @@ pub struct TestOptions {
     pub settings: Box<dyn FnOnce(&mut Settings) + Send>,
     /// A store that fails every call, to see the bypass path.
     pub failing_store: bool,
+    /// A store shared with other gateways (replicas of one deployment); else its own.
+    pub store: Option<Arc<RecordingStore>>,
 }
 
 impl TestOptions {
@@ -57,7 +61,14 @@ impl TestOptions {
             model,
             settings: Box::new(|_| {}),
             failing_store: false,
+            store: None,
         }
+    }
+
+    /// Uses `store`, shared with other gateways started on it: replicas of one deployment.
+    pub fn shared_store(mut self, store: &Arc<RecordingStore>) -> Self {
+        self.store = Some(Arc::clone(store));
+        self
     }
 
     /// Also adjusts the settings.
@@ -82,7 +93,9 @@ pub async fn spawn_app(options: TestOptions) -> TestApp {
     settings
         .check()
         .expect("the test's settings are ones the gateway accepts");
-    let store = Arc::new(RecordingStore::new(options.failing_store));
+    let store = options
+        .store
+        .unwrap_or_else(|| Arc::new(RecordingStore::new(options.failing_store)));
     // A test that names store nodes gets the Elasticsearch client in front of them (and
     // `store` records nothing).
     let application = if settings.store.url.is_some() {
@@ -240,6 +253,11 @@ pub struct RecordingStore {
 }
 
 impl RecordingStore {
+    /// A store for gateways started with [`TestOptions::shared_store`].
+    pub fn shared() -> Arc<Self> {
+        Arc::new(Self::new(false))
+    }
+
     fn new(failing: bool) -> Self {
         Self {
             inner: MemoryStore::new(),
@@ -261,6 +279,21 @@ impl RecordingStore {
     /// The stored prediction of `key`.
     pub async fn stored(&self, key: &PredictionKey) -> Option<StoredPrediction> {
         self.inner.get(key).await.unwrap()
+    }
+
+    /// The memory store underneath, to act as another replica would (lease calls are
+    /// not recorded).
+    pub fn inner(&self) -> &MemoryStore {
+        &self.inner
+    }
+
+    /// An outage while set to fail, without recording a call.
+    fn available(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(outage())
+        } else {
+            Ok(())
+        }
     }
 
     fn record(&self, call: StoreCall) -> Result<(), StoreError> {
@@ -304,12 +337,47 @@ impl PredictionStore for RecordingStore {
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move { self.available() })
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        grant: &'a LeaseGrant,
+    ) -> StoreFuture<'a, LeaseOutcome> {
         Box::pin(async move {
-            if self.failing.load(Ordering::SeqCst) {
-                Err(outage())
-            } else {
-                Ok(())
-            }
+            self.available()?;
+            self.inner.acquire_lease(key, grant).await
+        })
+    }
+
+    fn lease<'a>(&'a self, key: &'a PredictionKey) -> StoreFuture<'a, Option<Lease>> {
+        Box::pin(async move {
+            self.available()?;
+            self.inner.lease(key).await
+        })
+    }
+
+    fn take_over_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        expired: &'a Lease,
+        grant: &'a LeaseGrant,
+    ) -> StoreFuture<'a, Option<Lease>> {
+        Box::pin(async move {
+            self.available()?;
+            self.inner.take_over_lease(key, expired, grant).await
+        })
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a PredictionKey,
+        lease: &'a Lease,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.available()?;
+            self.inner.release_lease(key, lease).await
         })
     }
 
@@ -333,6 +401,21 @@ pub async fn poll_until(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Awaits all futures concurrently (a small stand-in for `futures::future::join_all`).
+pub async fn join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("request task"));
+    }
+    outputs
 }
 
 /// How the mock answers `POST /predict`.

@@ -10,4 +10,5 @@ mod openapi;
 mod predict;
 mod predict_batch;
 mod predictions;
+mod replicas;
 mod store_cluster;

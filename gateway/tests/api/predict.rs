@@ -6,7 +6,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    MockAnswer, MockModelService, ModelBackend, TestOptions, error_code, poll_until, spawn_app,
+    MockAnswer, MockModelService, ModelBackend, TestOptions, error_code, join_all, poll_until,
+    spawn_app,
 };
 
 #[tokio::test]
@@ -352,21 +353,6 @@ async fn unknown_routes_and_methods_get_json_errors() {
     assert_eq!(error_code(not_found).await, "not_found");
     assert_eq!(wrong_method.status(), 405);
     assert_eq!(error_code(wrong_method).await, "method_not_allowed");
-}
-
-/// Awaits all futures concurrently (a small stand-in for `futures::future::join_all`).
-async fn join_all<F: std::future::Future + Send + 'static>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut outputs = Vec::with_capacity(handles.len());
-    for handle in handles {
-        outputs.push(handle.await.expect("request task"));
-    }
-    outputs
 }
 
 #[tokio::test]

@@ -22,8 +22,8 @@ const BACKOFF_MS: u64 = 1_500;
 
 /// MOCK of one search node, for in-process tests only (the end-to-end suite runs a real
 /// node): answers what the gateway asks of its store (cluster info, index creation, the
-/// alias check, a miss on every document read, writes acknowledged, an empty purge), or
-/// 503 to everything.
+/// alias check, a miss on every document read, writes and leases acknowledged, an empty
+/// purge), or 503 to everything.
 struct MockSearchNode {
     server: MockServer,
 }
@@ -40,6 +40,30 @@ impl MockSearchNode {
                 200,
             ),
             ("HEAD", "^/ml-predictions$", json!({}), 200),
+            (
+                "PUT",
+                "^/ml-predictions-leases$",
+                json!({"acknowledged": true}),
+                200,
+            ),
+            (
+                "GET",
+                "^/ml-predictions-leases/_doc/",
+                json!({"found": false}),
+                404,
+            ),
+            (
+                "PUT",
+                "^/ml-predictions-leases/_create/",
+                json!({"result": "created", "_seq_no": 0, "_primary_term": 1}),
+                201,
+            ),
+            (
+                "DELETE",
+                "^/ml-predictions-leases/_doc/",
+                json!({"result": "deleted"}),
+                200,
+            ),
             (
                 "GET",
                 "^/ml-predictions/_doc/",
