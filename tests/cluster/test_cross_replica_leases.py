@@ -5,6 +5,7 @@ another replica takes the computation over."""
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -30,10 +31,11 @@ TAKEOVER_LEASE_TTL_MS = 3000
 TAKEOVER_MARGIN_SECONDS = 3.0
 
 
-def the_prediction(response: requests.Response) -> tuple[object, ...]:
-    """What must be the same in every answer for one id: the prediction and who computed it when."""
+def the_prediction(response: requests.Response) -> str:
+    """What must be the same in every answer for one id: the prediction and who computed it
+    when (as canonical JSON, so answers can be compared in a set)."""
     body = response.json()
-    return body.get("prediction"), body.get("model"), body.get("created_at")
+    return json.dumps([body.get("prediction"), body.get("model"), body.get("created_at")], sort_keys=True)
 
 
 def test_fifty_concurrent_requests_for_one_new_id_over_three_replicas_cost_one_model_call(
