@@ -15,6 +15,7 @@ import requests
 from harness.ports import free_port
 from harness.process import ManagedProcess
 
+# The single-source launcher every search node JVM runs (alone or as a cluster member).
 LAUNCHER = Path(__file__).resolve().parent.parent / "bed" / "SearchNode.java"
 
 
