@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -66,6 +67,33 @@ def test_gateway_runs_several_replicas_with_autoscaling_and_a_disruption_budget(
     assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["spec"].get("maxUnavailable") == 1 or pdb["spec"].get("minAvailable", 0) >= 1
+    assert [metric["resource"]["name"] for metric in hpa["spec"]["metrics"] if metric["type"] == "Resource"] == ["cpu"]
+
+
+def generated_config_maps() -> dict[str, dict[str, str]]:
+    """The ConfigMaps kustomization.yaml generates from literals: name -> {key: value}."""
+    kustomization = load_yaml_documents(K8S_DIR / "kustomization.yaml")[0]
+    return {
+        generator["name"]: dict(literal.split("=", 1) for literal in generator.get("literals", []))
+        for generator in kustomization.get("configMapGenerator", [])
+    }
+
+
+def test_the_gateway_is_given_every_node_of_the_elasticsearch_cluster() -> None:
+    [container] = by_kind("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"]
+    [store_url] = [var for var in container["env"] if var["name"] == "GATEWAY__STORE__URL"]
+    reference = store_url["valueFrom"]["configMapKeyRef"]
+
+    urls = [url.strip() for url in generated_config_maps()[reference["name"]][reference["key"]].split(",")]
+
+    assert len(urls) >= 2, f"one node only: {urls}"
+    assert len(set(urls)) == len(urls), f"a node listed twice: {urls}"
+    for url in urls:
+        parts = urlsplit(url)
+        # TLS to every node: the API key travels with each request.
+        assert parts.scheme == "https", url
+        assert parts.hostname, url
+        assert parts.port, url
 
 
 def test_gateway_probes_use_its_health_routes() -> None:

@@ -100,15 +100,16 @@ def model_calls(model: RunningModelService) -> int:
     return model.stats()["predict_requests"]
 
 
-def stored_trace_ids(search_url: str, data_ids: list[str]) -> dict[str, set[str]]:
-    """The computing trace ids of the predictions the search node holds for `data_ids` (read
-    from the node itself, not through a gateway), after a refresh makes every write visible."""
-    requests.post(f"{search_url}/{ALIAS}/_refresh", timeout=30).raise_for_status()
+def stored_trace_ids(search_url: str, data_ids: list[str], alias: str = ALIAS) -> dict[str, set[str]]:
+    """The computing trace ids of the predictions the search node holds for `data_ids` under
+    `alias` (read from the node itself, not through a gateway), after a refresh makes every
+    write visible."""
+    requests.post(f"{search_url}/{alias}/_refresh", timeout=30).raise_for_status()
     found: dict[str, set[str]] = {}
     for start in range(0, len(data_ids), 500):
         chunk = data_ids[start : start + 500]
         response = requests.post(
-            f"{search_url}/{ALIAS}/_search",
+            f"{search_url}/{alias}/_search",
             json={"query": {"terms": {"data_id": chunk}}, "size": 10 * len(chunk), "_source": ["data_id", "trace"]},
             timeout=30,
         )
@@ -118,19 +119,19 @@ def stored_trace_ids(search_url: str, data_ids: list[str]) -> dict[str, set[str]
     return found
 
 
-def lost_predictions(search_url: str, answers: list[Answer]) -> list[Answer]:
+def lost_predictions(search_url: str, answers: list[Answer], alias: str = ALIAS) -> list[Answer]:
     """The new ids answered 200 whose prediction, as computed by the answering request's trace,
-    the search node does not hold."""
+    the search node does not hold (under `alias`)."""
     computed = [a for a in answers if a.expected == MISS and a.status == 200]
-    stored = stored_trace_ids(search_url, [a.data_id for a in computed])
+    stored = stored_trace_ids(search_url, [a.data_id for a in computed], alias)
     return [a for a in computed if a.trace_id not in stored.get(a.data_id, set())]
 
 
-def wait_until_nothing_lost(search_url: str, answers: list[Answer], timeout: float) -> list[Answer]:
+def wait_until_nothing_lost(search_url: str, answers: list[Answer], timeout: float, alias: str = ALIAS) -> list[Answer]:
     """`lost_predictions` once the write-behind queue had `timeout` seconds to drain (polled)."""
     deadline = time.monotonic() + timeout
     while True:
-        lost = lost_predictions(search_url, answers)
+        lost = lost_predictions(search_url, answers, alias)
         if not lost or time.monotonic() > deadline:
             return lost
         time.sleep(0.5)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import requests
@@ -74,11 +74,13 @@ class MixedLoad:
     """`threads` clients, each on its own kept-alive session, alternating at random between
     stored ids (`hit_ids`) and new ones (drawn once each from `new_ids`), pausing `pause`
     seconds between requests; stops at `max_requests` answers, after `max_seconds`, or on
-    `stop()`. Use as a context manager so the threads end also when a test fails."""
+    `stop()`. Given several gateway URLs (replicas), client n sends to URL n modulo their
+    number, as a load balancer with sticky connections would. Use as a context manager so
+    the threads end also when a test fails."""
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         hit_ids: list[str],
         new_ids: Iterable[str],
         threads: int = 4,
@@ -88,7 +90,8 @@ class MixedLoad:
         max_seconds: float = 90.0,
         request_timeout: float = 15.0,
     ) -> None:
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self.url = self.urls[0]
         self._hit_ids = hit_ids
         self._new_ids: Iterator[str] = iter(new_ids)
         self._threads = [threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(threads)]
@@ -152,7 +155,8 @@ class MixedLoad:
                 chosen = self._next(rng)
                 if chosen is None:
                     return
-                answer = post_predict(session, self.url, *chosen, timeout=self._request_timeout)
+                url = self.urls[number % len(self.urls)]
+                answer = post_predict(session, url, *chosen, timeout=self._request_timeout)
                 with self._lock:
                     self._answers.append(answer)
                 self._stopping.wait(self._pause)

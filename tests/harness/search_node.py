@@ -15,7 +15,8 @@ import requests
 from harness.ports import free_port
 from harness.process import ManagedProcess
 
-_LAUNCHER = Path(__file__).resolve().parent.parent / "bed" / "SearchNode.java"
+# The single-source launcher every search node JVM runs (alone or as a cluster member).
+LAUNCHER = Path(__file__).resolve().parent.parent / "bed" / "SearchNode.java"
 
 
 class SearchNode:
@@ -48,7 +49,7 @@ class SearchNode:
             "-Xmx1g",
             "-cp",
             classpath_file.read_text().strip(),
-            str(_LAUNCHER),
+            str(LAUNCHER),
             str(work_dir / name),
             str(http_port),
             str(transport_port),
