@@ -1,5 +1,13 @@
 //! Typed settings, each declared once below (type, default, documentation and parsing on
 //! its field), loaded from `GATEWAY__SECTION__KEY` environment variables over the defaults.
+//! Values are checked as they are read: durations become [`Duration`]s (from the
+//! variables' whole milliseconds or seconds), URLs become [`Url`]s, so a bad value is an
+//! error naming its variable at load, never a failure at start-up or on the first call.
+//!
+//! Plain serde, not `figment` or the `config` crate: the settings come from the
+//! environment only (no layered files to merge), and the small loader below already gives
+//! what those crates would (nested `__` keys, unknown keys rejected) plus what they would
+//! not (`_FILE` only for secrets, errors naming the variable and never its value).
 //!
 //! Telemetry is not configured here: exporters, sampling and resource come from
 //! the standard `OTEL_*` variables (see `telemetry`).
@@ -8,6 +16,7 @@ use std::collections::BTreeMap;
 use std::collections::btree_map;
 use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -17,6 +26,7 @@ use serde::de::{
     Unexpected, Visitor,
 };
 use serde::{Deserialize, Deserializer};
+use url::Url;
 
 /// Every setting of the gateway. A variable is named after the section and the field,
 /// upper case: `GATEWAY__SERVER__PORT` sets `server.port`.
@@ -74,8 +84,12 @@ pub struct ServerSettings {
     /// Total deadline of one request, in milliseconds
     /// (`GATEWAY__SERVER__REQUEST_TIMEOUT_MS`, default 10000): a client is answered 504
     /// rather than left waiting on a stuck dependency.
-    #[serde(default = "u64_default::<10_000>")]
-    pub request_timeout_ms: u64,
+    #[serde(
+        rename = "REQUEST_TIMEOUT_MS",
+        default = "millis::default::<10_000>",
+        with = "millis"
+    )]
+    pub request_timeout: Duration,
     /// Requests served at once (`GATEWAY__SERVER__MAX_IN_FLIGHT`, default 512): beyond
     /// it the gateway answers 503 with `Retry-After` at once instead of queueing without bound.
     #[serde(default = "usize_default::<512>", deserialize_with = "positive")]
@@ -91,12 +105,20 @@ pub struct ServerSettings {
     /// Time in milliseconds a client has to send a whole request head once it sent its
     /// first byte (`GATEWAY__SERVER__HEADER_READ_TIMEOUT_MS`, default 10000): a client
     /// dribbling a head cannot hold a connection.
-    #[serde(default = "u64_default::<10_000>")]
-    pub header_read_timeout_ms: u64,
+    #[serde(
+        rename = "HEADER_READ_TIMEOUT_MS",
+        default = "millis::default::<10_000>",
+        with = "millis"
+    )]
+    pub header_read_timeout: Duration,
     /// Time in milliseconds a connection may sit with no request in progress, fresh or kept
     /// alive (`GATEWAY__SERVER__IDLE_TIMEOUT_MS`, default 60000), then it is closed.
-    #[serde(default = "u64_default::<60_000>")]
-    pub idle_timeout_ms: u64,
+    #[serde(
+        rename = "IDLE_TIMEOUT_MS",
+        default = "millis::default::<60_000>",
+        with = "millis"
+    )]
+    pub idle_timeout: Duration,
     /// Open client connections at most (`GATEWAY__SERVER__MAX_CONNECTIONS`, default
     /// 10000, lowered to fit the process's open-file limit): at the cap the longest-idle
     /// connection is closed to make room, so idle sockets cannot lock new clients out.
@@ -105,13 +127,21 @@ pub struct ServerSettings {
     /// After SIGTERM, how many milliseconds `/readyz` answers 503 while requests are still
     /// served (`GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS`, default 5000): time for a load
     /// balancer to take the gateway out before it stops accepting.
-    #[serde(default = "u64_default::<5_000>")]
-    pub shutdown_drain_delay_ms: u64,
+    #[serde(
+        rename = "SHUTDOWN_DRAIN_DELAY_MS",
+        default = "millis::default::<5_000>",
+        with = "millis"
+    )]
+    pub shutdown_drain_delay: Duration,
     /// Then how many milliseconds in-flight requests have to finish before every remaining
     /// connection is closed (`GATEWAY__SERVER__SHUTDOWN_GRACE_MS`, default 15000). Drain
     /// delay, grace and the write-behind drain together stay inside Kubernetes' default 30 s.
-    #[serde(default = "u64_default::<15_000>")]
-    pub shutdown_grace_ms: u64,
+    #[serde(
+        rename = "SHUTDOWN_GRACE_MS",
+        default = "millis::default::<15_000>",
+        with = "millis"
+    )]
+    pub shutdown_grace: Duration,
 }
 
 /// Where predictions are kept.
@@ -122,8 +152,8 @@ pub struct StoreSettings {
     /// (`GATEWAY__STORE__URL`; whitespace around the commas is ignored), each http or
     /// https with a host, all with the same credentials or none, checked at load; unset:
     /// the embedded in-memory store. Nodes are not sniffed: the list is the cluster.
-    #[serde(default, deserialize_with = "optional_node_urls")]
-    pub url: Option<String>,
+    #[serde(default, deserialize_with = "optional_store_nodes")]
+    pub url: Option<StoreNodes>,
     /// Alias the gateway reads and writes through (`GATEWAY__STORE__INDEX_ALIAS`,
     /// default `ml-predictions`); the versioned index behind it is `<alias>-v1`.
     #[serde(default = "default_index_alias", deserialize_with = "index_alias")]
@@ -141,8 +171,12 @@ pub struct StoreSettings {
     /// Timeout of one store request in milliseconds (`GATEWAY__STORE__TIMEOUT_MS`, default
     /// 2000): a slow store must not hold a request past the point where the model would
     /// have answered.
-    #[serde(default = "u64_default::<2_000>")]
-    pub timeout_ms: u64,
+    #[serde(
+        rename = "TIMEOUT_MS",
+        default = "millis::default::<2_000>",
+        with = "millis"
+    )]
+    pub timeout: Duration,
     /// Ask the store for gzip-compressed answers (`GATEWAY__STORE__COMPRESSION`, default
     /// false): worth it only for a store across a slow or metered network; near the store,
     /// compressing a ~0.4 KB document costs the node and the gateway more than it saves.
@@ -151,13 +185,21 @@ pub struct StoreSettings {
     /// Back-off of a store node after its first failure in a row, in milliseconds
     /// (`GATEWAY__STORE__DEAD_NODE_BACKOFF_MS`, default 1000); it doubles with each
     /// further failure. Elastic's transports' `dead_node_backoff_factor` (1 s).
-    #[serde(default = "u64_default::<1_000>")]
-    pub dead_node_backoff_ms: u64,
+    #[serde(
+        rename = "DEAD_NODE_BACKOFF_MS",
+        default = "millis::default::<1_000>",
+        with = "millis"
+    )]
+    pub dead_node_backoff: Duration,
     /// Longest back-off of a failing store node, in milliseconds
     /// (`GATEWAY__STORE__MAX_DEAD_NODE_BACKOFF_MS`, default 30000). Elastic's
     /// transports' `max_dead_node_backoff` (30 s).
-    #[serde(default = "u64_default::<30_000>")]
-    pub max_dead_node_backoff_ms: u64,
+    #[serde(
+        rename = "MAX_DEAD_NODE_BACKOFF_MS",
+        default = "millis::default::<30_000>",
+        with = "millis"
+    )]
+    pub max_dead_node_backoff: Duration,
     /// Predictions waiting for a store write retry (`GATEWAY__STORE__WRITE_BEHIND_CAPACITY`,
     /// default 10000); beyond it they are dropped, counted and logged.
     #[serde(default = "usize_default::<10_000>")]
@@ -172,8 +214,12 @@ pub struct StoreSettings {
     /// unset by default: a prediction stays fresh until its model run is replaced). An
     /// older one is not served (recomputed, `Cache-Status: ...; fwd=stale`), and every
     /// answer says its remaining lifetime in `ttl` (RFC 9211 section 2.4).
-    #[serde(default, deserialize_with = "optional_positive")]
-    pub max_age_secs: Option<u64>,
+    #[serde(
+        rename = "MAX_AGE_SECS",
+        default,
+        deserialize_with = "seconds::optional_positive"
+    )]
+    pub max_age: Option<Duration>,
     /// How long in milliseconds a replica's lease on one key's computation holds unless
     /// released (`GATEWAY__STORE__LEASE_TTL_MS`, default 10000): replicas missing the same
     /// key wait this long at most for the holder's prediction, then take the lease over
@@ -181,39 +227,128 @@ pub struct StoreSettings {
     /// alive computation loses its lease and a second replica computes; the default also
     /// leaves room for the store write (`GATEWAY__STORE__TIMEOUT_MS`). Not checked against
     /// the store timeout: `gateway purge` runs with a long one and never leases.
-    #[serde(default = "u64_default::<10_000>")]
-    pub lease_ttl_ms: u64,
+    #[serde(
+        rename = "LEASE_TTL_MS",
+        default = "millis::default::<10_000>",
+        with = "millis"
+    )]
+    pub lease_ttl: Duration,
+}
+
+/// The store's nodes (`GATEWAY__STORE__URL`), checked when parsed: at least one, each an
+/// http(s) URL with a host, all carrying the same credentials or none. The credentials
+/// are taken out of the URLs here, so no log, span or `Debug` output shows them.
+#[derive(Debug, Clone)]
+pub struct StoreNodes {
+    /// Each node's base URL, in the order written, without user info.
+    urls: Vec<Url>,
+    /// The user and password the URLs carried (the same on every node), when they
+    /// named a user; as written in the URL (percent-encoded).
+    credentials: Option<(String, SecretString)>,
+}
+
+/// The variable [`StoreNodes`] is read from, named by its errors.
+const STORE_URL: &str = "GATEWAY__STORE__URL";
+
+impl StoreNodes {
+    /// The nodes' base URLs, in order, without credentials; never empty.
+    pub fn urls(&self) -> &[Url] {
+        &self.urls
+    }
+
+    /// The user and password every node URL carried, if they named a user.
+    pub fn credentials(&self) -> Option<(&str, &SecretString)> {
+        self.credentials
+            .as_ref()
+            .map(|(user, password)| (user.as_str(), password))
+    }
+
+    /// One URL or a comma-separated list (whitespace around the commas ignored). Errors
+    /// never repeat the text: it may hold credentials.
+    fn parse<E: de::Error>(list: &str) -> Result<Self, E> {
+        let mut urls = Vec::new();
+        let mut credentials = None;
+        for url in list.split(',').map(str::trim) {
+            if url.is_empty() {
+                return Err(E::invalid_value(
+                    Unexpected::Other("list with an empty entry"),
+                    &"one URL or a comma-separated list of node URLs",
+                ));
+            }
+            let mut url = parse_http_url::<E>(url)?;
+            let these = (url.username().to_owned(), url.password().map(str::to_owned));
+            if credentials.get_or_insert_with(|| these.clone()) != &these {
+                return Err(E::invalid_value(
+                    Unexpected::Other("node URLs with different credentials"),
+                    &"node URLs that all carry the same credentials, or none",
+                ));
+            }
+            // Cannot fail: an http(s) URL has a host.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            urls.push(url);
+        }
+        let credentials = credentials
+            .filter(|(user, _)| !user.is_empty())
+            .map(|(user, password)| (user, SecretString::from(password.unwrap_or_default())));
+        Ok(Self { urls, credentials })
+    }
+}
+
+impl FromStr for StoreNodes {
+    type Err = ConfigurationError;
+
+    /// As `GATEWAY__STORE__URL` is read (for settings built in code, e.g. tests).
+    fn from_str(list: &str) -> Result<Self, ConfigurationError> {
+        Self::parse::<Rejection>(list).map_err(|rejection| rejection.named(STORE_URL))
+    }
 }
 
 /// The model service and how the gateway follows its live version.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct ModelSettings {
-    /// Base URL, http or https, checked at load and kept without a trailing `/`
-    /// (`GATEWAY__MODEL__URL`, default `http://127.0.0.1:8001`).
+    /// Base URL, http or https with a host, checked at load (`GATEWAY__MODEL__URL`,
+    /// default `http://127.0.0.1:8001`); the API's absolute paths replace its path.
     #[serde(default = "default_model_url", deserialize_with = "http_url")]
-    pub url: String,
+    pub url: Url,
     /// Timeout of one model call in milliseconds (`GATEWAY__MODEL__TIMEOUT_MS`, default
     /// 5000); must be shorter than the request deadline.
-    #[serde(default = "u64_default::<5_000>")]
-    pub timeout_ms: u64,
+    #[serde(
+        rename = "TIMEOUT_MS",
+        default = "millis::default::<5_000>",
+        with = "millis"
+    )]
+    pub timeout: Duration,
     /// TCP connect timeout in milliseconds (`GATEWAY__MODEL__CONNECT_TIMEOUT_MS`, default
     /// 1000): a down service is reported quickly.
-    #[serde(default = "u64_default::<1_000>")]
-    pub connect_timeout_ms: u64,
+    #[serde(
+        rename = "CONNECT_TIMEOUT_MS",
+        default = "millis::default::<1_000>",
+        with = "millis"
+    )]
+    pub connect_timeout: Duration,
     /// How often, in milliseconds, the live model version is re-read from `GET /model`
     /// (`GATEWAY__MODEL__VERSION_REFRESH_MS`, default 5000): the longest time an old
     /// version's predictions can still be served after a switch.
-    #[serde(default = "u64_default::<5_000>")]
-    pub version_refresh_ms: u64,
+    #[serde(
+        rename = "VERSION_REFRESH_MS",
+        default = "millis::default::<5_000>",
+        with = "millis"
+    )]
+    pub version_refresh: Duration,
     /// Consecutive failures to reach the model that open the circuit breaker
     /// (`GATEWAY__MODEL__BREAKER_THRESHOLD`, default 5).
     #[serde(default = "u32_default::<5>")]
     pub breaker_threshold: u32,
     /// How many milliseconds the open circuit fails calls fast before a trial call
     /// (`GATEWAY__MODEL__BREAKER_COOL_DOWN_MS`, default 5000).
-    #[serde(default = "u64_default::<5_000>")]
-    pub breaker_cool_down_ms: u64,
+    #[serde(
+        rename = "BREAKER_COOL_DOWN_MS",
+        default = "millis::default::<5_000>",
+        with = "millis"
+    )]
+    pub breaker_cool_down: Duration,
 }
 
 /// `GATEWAY__TELEMETRY__BAGGAGE_MAX_{ENTRIES,BYTES}`, let through unread (see
@@ -228,14 +363,11 @@ struct TelemetryVariables {
 }
 
 // Serde takes a default as a function path; these let a number's default be written on
-// its field (`default = "u64_default::<5_000>"`) instead of in a separate function.
+// its field (`default = "usize_default::<512>"`) instead of in a separate function.
 const fn u16_default<const N: u16>() -> u16 {
     N
 }
 const fn u32_default<const N: u32>() -> u32 {
-    N
-}
-const fn u64_default<const N: u64>() -> u64 {
     N
 }
 const fn usize_default<const N: usize>() -> usize {
@@ -247,8 +379,8 @@ fn default_host() -> String {
 fn default_index_alias() -> String {
     "ml-predictions".into()
 }
-fn default_model_url() -> String {
-    "http://127.0.0.1:8001".into()
+fn default_model_url() -> Url {
+    Url::parse("http://127.0.0.1:8001").expect("the default model URL parses")
 }
 
 impl Default for Settings {
@@ -349,18 +481,20 @@ impl Settings {
     /// still computes.
     /// [`Settings::load`] calls it; settings built in code (tests) call it themselves.
     pub fn check(&self) -> Result<(), ConfigurationError> {
-        if self.model.timeout_ms >= self.server.request_timeout_ms {
+        if self.model.timeout >= self.server.request_timeout {
             return Err(ConfigurationError::Inconsistent(format!(
                 "GATEWAY__MODEL__TIMEOUT_MS ({}) must be shorter than \
                  GATEWAY__SERVER__REQUEST_TIMEOUT_MS ({})",
-                self.model.timeout_ms, self.server.request_timeout_ms
+                self.model.timeout.as_millis(),
+                self.server.request_timeout.as_millis()
             )));
         }
-        if self.store.lease_ttl_ms <= self.model.timeout_ms {
+        if self.store.lease_ttl <= self.model.timeout {
             return Err(ConfigurationError::Inconsistent(format!(
                 "GATEWAY__STORE__LEASE_TTL_MS ({}) must be longer than \
                  GATEWAY__MODEL__TIMEOUT_MS ({}): a computation lease must outlast a model call",
-                self.store.lease_ttl_ms, self.model.timeout_ms
+                self.store.lease_ttl.as_millis(),
+                self.model.timeout.as_millis()
             )));
         }
         Ok(())
@@ -372,62 +506,9 @@ impl ServerSettings {
     pub fn bind_address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
-
-    /// Total deadline of one request.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-
-    /// Time to send a whole request head.
-    pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_millis(self.header_read_timeout_ms)
-    }
-
-    /// Time a connection may sit with no request in progress.
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms)
-    }
-
-    /// How long requests are still served after SIGTERM, with readiness failing.
-    pub fn shutdown_drain_delay(&self) -> Duration {
-        Duration::from_millis(self.shutdown_drain_delay_ms)
-    }
-
-    /// How long in-flight requests may take to finish once the gateway stops accepting.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
-    }
 }
 
 impl StoreSettings {
-    /// Timeout of one store request.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-
-    /// The node URLs of [`StoreSettings::url`], in order, trimmed (empty when unset).
-    pub fn node_urls(&self) -> Vec<&str> {
-        self.url
-            .as_deref()
-            .map(|list| list.split(',').map(str::trim).collect())
-            .unwrap_or_default()
-    }
-
-    /// Back-off of a store node after its first failure in a row.
-    pub fn dead_node_backoff(&self) -> Duration {
-        Duration::from_millis(self.dead_node_backoff_ms)
-    }
-
-    /// Longest back-off of a failing store node.
-    pub fn max_dead_node_backoff(&self) -> Duration {
-        Duration::from_millis(self.max_dead_node_backoff_ms)
-    }
-
-    /// Maximum age of a stored prediction, when one is configured.
-    pub fn max_age(&self) -> Option<Duration> {
-        self.max_age_secs.map(Duration::from_secs)
-    }
-
     /// The versioned index behind the alias, created at start-up.
     pub fn index_name(&self) -> String {
         format!("{}-v1", self.index_alias)
@@ -437,33 +518,6 @@ impl StoreSettings {
     /// the alias and its template's `<alias>-v*` pattern.
     pub fn lease_index(&self) -> String {
         format!("{}-leases", self.index_alias)
-    }
-
-    /// How long a computation lease holds unless released.
-    pub fn lease_ttl(&self) -> Duration {
-        Duration::from_millis(self.lease_ttl_ms)
-    }
-}
-
-impl ModelSettings {
-    /// Timeout of one model call.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-
-    /// TCP connect timeout of the model client.
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-
-    /// How long the open circuit fails calls fast.
-    pub fn breaker_cool_down(&self) -> Duration {
-        Duration::from_millis(self.breaker_cool_down_ms)
-    }
-
-    /// Interval between two reads of the live model version.
-    pub fn version_refresh(&self) -> Duration {
-        Duration::from_millis(self.version_refresh_ms.max(1))
     }
 }
 
@@ -485,14 +539,43 @@ where
     Ok(count)
 }
 
-/// Seconds that, when set, must not be 0 (every stored prediction would be stale).
-fn optional_positive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    match Option::<u64>::deserialize(deserializer)? {
-        Some(0) => Err(de::Error::invalid_value(
-            Unexpected::Unsigned(0),
-            &"a positive number of seconds",
-        )),
-        seconds => Ok(seconds),
+/// Durations written as a whole number of milliseconds (the `..._MS` variables), read
+/// into a [`Duration`] field by `#[serde(with = "millis")]`.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// `N` milliseconds, for a default written on its field
+    /// (`default = "millis::default::<5_000>"`).
+    pub const fn default<const N: u64>() -> Duration {
+        Duration::from_millis(N)
+    }
+
+    /// A whole number of milliseconds (`1.5`, `2s` or `-1` are refused).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+}
+
+/// Durations written as a whole number of seconds (the `..._SECS` variables).
+mod seconds {
+    use std::time::Duration;
+
+    use serde::de::{self, Unexpected};
+    use serde::{Deserialize, Deserializer};
+
+    /// Seconds that, when set, must not be 0 (every stored prediction would be stale).
+    pub fn optional_positive<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        match Option::<u64>::deserialize(deserializer)? {
+            Some(0) => Err(de::Error::invalid_value(
+                Unexpected::Unsigned(0),
+                &"a positive number of seconds",
+            )),
+            seconds => Ok(seconds.map(Duration::from_secs)),
+        }
     }
 }
 
@@ -513,53 +596,27 @@ fn index_alias<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::
     Ok(alias)
 }
 
-/// The model's base URL, without the trailing `/` that the client's paths add back.
-fn http_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let url = String::deserialize(deserializer)?;
-    check_http_url(&url)?;
-    Ok(url.trim_end_matches('/').to_owned())
+/// The model's base URL; the client joins the API's absolute paths onto it.
+fn http_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
+    parse_http_url(&String::deserialize(deserializer)?)
 }
 
-/// The store's node URLs, kept as written (their credentials are taken out by the store
-/// client): each an http(s) URL, none empty, all with the same user info so one set of
-/// credentials serves every node.
-fn optional_node_urls<'de, D: Deserializer<'de>>(
+/// The store's node list, when set.
+fn optional_store_nodes<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<Option<String>, D::Error> {
-    let list = Option::<String>::deserialize(deserializer)?;
-    if let Some(list) = &list {
-        let mut credentials = None;
-        for url in list.split(',').map(str::trim) {
-            if url.is_empty() {
-                return Err(de::Error::invalid_value(
-                    Unexpected::Other("list with an empty entry"),
-                    &"one URL or a comma-separated list of node URLs",
-                ));
-            }
-            check_http_url(url)?;
-            let parsed = url::Url::parse(url).map_err(de::Error::custom)?;
-            let these = (
-                parsed.username().to_owned(),
-                parsed.password().map(str::to_owned),
-            );
-            if credentials.get_or_insert_with(|| these.clone()) != &these {
-                // `Unexpected::Other`, not the URLs: they hold the credentials.
-                return Err(de::Error::invalid_value(
-                    Unexpected::Other("node URLs with different credentials"),
-                    &"node URLs that all carry the same credentials, or none",
-                ));
-            }
-        }
-    }
-    Ok(list)
+) -> Result<Option<StoreNodes>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(|list| StoreNodes::parse(&list))
+        .transpose()
 }
 
 /// Both clients speak HTTP only: any other URL would fail at the first call, reported as
-/// an unavailable dependency rather than as the setting it is.
-fn check_http_url<E: de::Error>(url: &str) -> Result<(), E> {
+/// an unavailable dependency rather than as the setting it is. (An http(s) URL always has
+/// a host and can be a base for the clients' paths.)
+fn parse_http_url<E: de::Error>(url: &str) -> Result<Url, E> {
     // `Unexpected::Other`, not the text: a URL may hold credentials.
-    match url::Url::parse(url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(()),
+    match Url::parse(url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
         Ok(_) => Err(E::invalid_value(
             Unexpected::Other("URL"),
             &"an http or https URL with a host",
@@ -873,11 +930,21 @@ mod tests {
             .collect()
     }
 
+    /// The store's node URLs as text, in order (none when unset).
+    fn urls(store: &StoreSettings) -> Vec<&str> {
+        store
+            .url
+            .iter()
+            .flat_map(StoreNodes::urls)
+            .map(Url::as_str)
+            .collect()
+    }
+
     #[test]
     fn defaults_use_the_embedded_store_and_the_local_model_service() {
         let settings = Settings::from_vars(vars(&[])).unwrap();
         assert!(settings.store.url.is_none());
-        assert_eq!(settings.model.url, "http://127.0.0.1:8001");
+        assert_eq!(settings.model.url.as_str(), "http://127.0.0.1:8001/");
         assert_eq!(settings.store.index_alias, "ml-predictions");
     }
 
@@ -891,8 +958,8 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(settings.server.port, 0);
-        assert_eq!(settings.store.url.as_deref(), Some("http://127.0.0.1:9200"));
-        assert_eq!(settings.model.url, "http://127.0.0.1:9");
+        assert_eq!(urls(&settings.store), ["http://127.0.0.1:9200/"]);
+        assert_eq!(settings.model.url.as_str(), "http://127.0.0.1:9/");
     }
 
     #[test]
@@ -961,12 +1028,9 @@ mod tests {
 
     #[test]
     fn the_maximum_age_of_stored_predictions_is_off_unless_set_to_a_positive_count() {
-        assert_eq!(
-            Settings::from_vars(vars(&[])).unwrap().store.max_age(),
-            None
-        );
+        assert_eq!(Settings::from_vars(vars(&[])).unwrap().store.max_age, None);
         let set = Settings::from_vars(vars(&[("GATEWAY__STORE__MAX_AGE_SECS", "3600")])).unwrap();
-        assert_eq!(set.store.max_age(), Some(Duration::from_secs(3600)));
+        assert_eq!(set.store.max_age, Some(Duration::from_secs(3600)));
         for value in ["0", "-5", "1h"] {
             assert!(
                 Settings::from_vars(vars(&[("GATEWAY__STORE__MAX_AGE_SECS", value)])).is_err(),
@@ -1015,29 +1079,29 @@ mod tests {
             ..
         } = Settings::from_vars(vars(&[])).unwrap();
         assert_eq!(server.bind_address(), "127.0.0.1:8080");
-        assert_eq!(server.request_timeout(), Duration::from_secs(10));
+        assert_eq!(server.request_timeout, Duration::from_secs(10));
         assert_eq!(server.max_in_flight, 512);
         assert_eq!(server.max_body_bytes, 262_144);
         assert_eq!(server.max_batch_size, 1_000);
-        assert_eq!(server.header_read_timeout(), Duration::from_secs(10));
-        assert_eq!(server.idle_timeout(), Duration::from_secs(60));
+        assert_eq!(server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(server.idle_timeout, Duration::from_secs(60));
         assert_eq!(server.max_connections, 10_000);
-        assert_eq!(server.shutdown_drain_delay(), Duration::from_secs(5));
-        assert_eq!(server.shutdown_grace(), Duration::from_secs(15));
+        assert_eq!(server.shutdown_drain_delay, Duration::from_secs(5));
+        assert_eq!(server.shutdown_grace, Duration::from_secs(15));
         assert!(store.username.is_none() && store.password.is_none() && store.api_key.is_none());
-        assert_eq!(store.timeout(), Duration::from_secs(2));
+        assert_eq!(store.timeout, Duration::from_secs(2));
         assert!(!store.compression);
         assert_eq!(store.write_behind_capacity, 10_000);
         assert_eq!(store.write_behind_max_attempts, 8);
-        assert_eq!(store.dead_node_backoff(), Duration::from_secs(1));
-        assert_eq!(store.max_dead_node_backoff(), Duration::from_secs(30));
-        assert_eq!(store.lease_ttl(), Duration::from_secs(10));
+        assert_eq!(store.dead_node_backoff, Duration::from_secs(1));
+        assert_eq!(store.max_dead_node_backoff, Duration::from_secs(30));
+        assert_eq!(store.lease_ttl, Duration::from_secs(10));
         assert_eq!(store.lease_index(), "ml-predictions-leases");
-        assert_eq!(model.timeout(), Duration::from_secs(5));
-        assert_eq!(model.connect_timeout(), Duration::from_secs(1));
-        assert_eq!(model.version_refresh(), Duration::from_secs(5));
+        assert_eq!(model.timeout, Duration::from_secs(5));
+        assert_eq!(model.connect_timeout, Duration::from_secs(1));
+        assert_eq!(model.version_refresh, Duration::from_secs(5));
         assert_eq!(model.breaker_threshold, 5);
-        assert_eq!(model.breaker_cool_down(), Duration::from_secs(5));
+        assert_eq!(model.breaker_cool_down, Duration::from_secs(5));
         assert_eq!(log.format, LogFormat::Text);
         let default = Settings::default();
         assert_eq!(default.model.url, model.url);
@@ -1053,16 +1117,10 @@ mod tests {
             ("GATEWAY__STORE__TIMEOUT_MS", "0"),
         ]))
         .unwrap();
-        assert_eq!(
-            settings.server.request_timeout(),
-            Duration::from_millis(1500)
-        );
-        assert_eq!(settings.model.timeout(), Duration::from_millis(250));
-        assert_eq!(
-            settings.model.breaker_cool_down(),
-            Duration::from_millis(75)
-        );
-        assert_eq!(settings.store.timeout(), Duration::ZERO);
+        assert_eq!(settings.server.request_timeout, Duration::from_millis(1500));
+        assert_eq!(settings.model.timeout, Duration::from_millis(250));
+        assert_eq!(settings.model.breaker_cool_down, Duration::from_millis(75));
+        assert_eq!(settings.store.timeout, Duration::ZERO);
         for value in ["1.5", "2s", "-1", ""] {
             let error = Settings::from_vars(vars(&[("GATEWAY__SERVER__IDLE_TIMEOUT_MS", value)]))
                 .unwrap_err();
@@ -1083,12 +1141,16 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(
-            settings.store.node_urls(),
-            ["http://es-0:9200", "https://es-1:9243", "http://es-2:9200"]
+            urls(&settings.store),
+            [
+                "http://es-0:9200/",
+                "https://es-1:9243/",
+                "http://es-2:9200/"
+            ]
         );
         let one = Settings::from_vars(vars(&[("GATEWAY__STORE__URL", "http://es:9200")])).unwrap();
-        assert_eq!(one.store.node_urls(), ["http://es:9200"]);
-        assert!(Settings::default().store.node_urls().is_empty());
+        assert_eq!(urls(&one.store), ["http://es:9200/"]);
+        assert!(Settings::default().store.url.is_none());
     }
 
     #[test]
@@ -1142,6 +1204,33 @@ mod tests {
                 "https://user:hunter2@[::1",
                 "bad host, with credentials",
             ),
+            ("GATEWAY__MODEL__URL", "http://", "no host"),
+            (
+                "GATEWAY__MODEL__URL",
+                "http://model:99999",
+                "a port out of range",
+            ),
+            (
+                "GATEWAY__MODEL__URL",
+                "mailto:model@example.com",
+                "a URL no path joins onto",
+            ),
+            (
+                "GATEWAY__MODEL__URL",
+                "https://user:hunter2@model:99999",
+                "a bad port, with credentials",
+            ),
+            ("GATEWAY__STORE__URL", "ftp://search.local", "not HTTP"),
+            (
+                "GATEWAY__STORE__URL",
+                "http://a:9200,http://[::1",
+                "a second URL that does not parse",
+            ),
+            (
+                "GATEWAY__STORE__URL",
+                "http://u:hunter2@a:9200,ftp://u:hunter2@b",
+                "a second URL not HTTP, with credentials",
+            ),
         ];
         for (name, value, description) in cases {
             let error = Settings::from_vars(vars(&[(name, value)])).unwrap_err();
@@ -1154,6 +1243,87 @@ mod tests {
                 "{description}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn every_duration_is_read_in_the_unit_its_variable_names() {
+        // (variable, value, the field it sets)
+        type Field = fn(&Settings) -> Duration;
+        let cases: [(&str, &str, Field); 13] = [
+            ("GATEWAY__SERVER__REQUEST_TIMEOUT_MS", "9001", |s| {
+                s.server.request_timeout
+            }),
+            ("GATEWAY__SERVER__HEADER_READ_TIMEOUT_MS", "9002", |s| {
+                s.server.header_read_timeout
+            }),
+            ("GATEWAY__SERVER__IDLE_TIMEOUT_MS", "9003", |s| {
+                s.server.idle_timeout
+            }),
+            ("GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS", "9004", |s| {
+                s.server.shutdown_drain_delay
+            }),
+            ("GATEWAY__SERVER__SHUTDOWN_GRACE_MS", "9005", |s| {
+                s.server.shutdown_grace
+            }),
+            ("GATEWAY__STORE__TIMEOUT_MS", "9006", |s| s.store.timeout),
+            ("GATEWAY__STORE__DEAD_NODE_BACKOFF_MS", "9007", |s| {
+                s.store.dead_node_backoff
+            }),
+            ("GATEWAY__STORE__MAX_DEAD_NODE_BACKOFF_MS", "9008", |s| {
+                s.store.max_dead_node_backoff
+            }),
+            ("GATEWAY__STORE__LEASE_TTL_MS", "9009", |s| {
+                s.store.lease_ttl
+            }),
+            ("GATEWAY__MODEL__TIMEOUT_MS", "1010", |s| s.model.timeout),
+            ("GATEWAY__MODEL__CONNECT_TIMEOUT_MS", "9011", |s| {
+                s.model.connect_timeout
+            }),
+            ("GATEWAY__MODEL__VERSION_REFRESH_MS", "9012", |s| {
+                s.model.version_refresh
+            }),
+            ("GATEWAY__MODEL__BREAKER_COOL_DOWN_MS", "9013", |s| {
+                s.model.breaker_cool_down
+            }),
+        ];
+        for (name, value, field) in cases {
+            let settings = Settings::from_vars(vars(&[(name, value)])).unwrap();
+            let millis: u64 = value.parse().unwrap();
+            assert_eq!(field(&settings), Duration::from_millis(millis), "{name}");
+        }
+        let set = Settings::from_vars(vars(&[("GATEWAY__STORE__MAX_AGE_SECS", "90")])).unwrap();
+        assert_eq!(set.store.max_age, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn store_node_credentials_are_taken_out_of_the_urls_and_never_printed() {
+        let settings = Settings::from_vars(vars(&[(
+            "GATEWAY__STORE__URL",
+            "https://elastic:hunter2@es-0:9243/, https://elastic:hunter2@es-1:9243",
+        )]))
+        .unwrap();
+        let nodes = settings.store.url.as_ref().unwrap();
+        assert_eq!(
+            urls(&settings.store),
+            ["https://es-0:9243/", "https://es-1:9243/"]
+        );
+        let (user, password) = nodes.credentials().unwrap();
+        assert_eq!((user, password.expose_secret()), ("elastic", "hunter2"));
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let anonymous: StoreNodes = "http://es-0:9200".parse().unwrap();
+        assert!(anonymous.credentials().is_none());
+    }
+
+    #[test]
+    fn a_node_list_built_in_code_is_checked_as_the_variable_is() {
+        let error = "http://u:hunter2@es-0:9200,"
+            .parse::<StoreNodes>()
+            .unwrap_err();
+        assert!(
+            matches!(&error, ConfigurationError::InvalidValue { name, .. } if name == "GATEWAY__STORE__URL"),
+            "{error:?}"
+        );
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 
     #[test]

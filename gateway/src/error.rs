@@ -149,7 +149,7 @@ impl ApiError {
                 | ModelClientError::UnaskedDataId { .. },
             ) => (StatusCode::BAD_GATEWAY, "model_bad_answer", None),
             // Construction errors stop start-up; one here would be a bug.
-            Self::Model(ModelClientError::InvalidUrl(_) | ModelClientError::HttpClient(_)) => {
+            Self::Model(ModelClientError::HttpClient(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
             }
             Self::Store(_) => (
@@ -197,7 +197,7 @@ impl ApiError {
             Self::Model(ModelClientError::Timeout(_)) => {
                 "the model service did not answer in time"
             }
-            Self::Model(ModelClientError::InvalidUrl(_) | ModelClientError::HttpClient(_)) => {
+            Self::Model(ModelClientError::HttpClient(_)) => {
                 "internal error; quote the trace_id when reporting it"
             }
             Self::Model(_) => "the model service gave an answer the gateway cannot use",

@@ -7,7 +7,8 @@
 //! Data flows one way: `routes` (HTTP only) -> [`prediction_service`] (the
 //! cache-aside logic, no HTTP types) -> [`store`] and [`model_client`].
 //!
-//! - [`configuration`]: typed settings, documented defaults, `GATEWAY__` env overrides.
+//! - [`configuration`]: typed settings (durations, URLs) checked at load, documented defaults,
+//!   `GATEWAY__` env overrides.
 //! - [`telemetry`]: tracer, meter and logger providers, propagators; the flush guard; and
 //!   every trace helper: W3C extraction and injection (`telemetry/w3c.rs`,
 //!   `telemetry/trace_context.rs`: `traceparent`/`traceresponse`, store headers without

@@ -59,7 +59,7 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(settings.max_in_flight))
                 // The total deadline of a request, whatever its dependencies do.
-                .timeout(settings.request_timeout()),
+                .timeout(settings.request_timeout),
         )
 }
 

@@ -43,17 +43,14 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
-    /// The store settings cannot be used: no URL, one that does not parse or is not
-    /// http(s), credentials that cannot be sent.
+    /// The store settings cannot be used: no URL, or credentials that cannot be sent
+    /// (bad URLs are refused when the settings are loaded).
     #[error("invalid store settings")]
     StoreSettings(#[source] StoreError),
     /// The store could not be set up: unreachable past the start-up deadline, or it
     /// refused the index.
     #[error("cannot set up the prediction store")]
     Store(#[source] StoreError),
-    /// The model settings cannot be used: a URL that does not parse or cannot be a base.
-    #[error("invalid model service settings")]
-    ModelSettings(#[source] ModelClientError),
     /// The model client could not be built (no HTTP client).
     #[error("cannot set up the model client")]
     Model(#[source] ModelClientError),
@@ -62,9 +59,7 @@ pub enum StartupError {
 impl From<StoreError> for StartupError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::InvalidSettings(_) | StoreError::InvalidUrl(_) => {
-                Self::StoreSettings(error)
-            }
+            StoreError::InvalidSettings(_) => Self::StoreSettings(error),
             error => Self::Store(error),
         }
     }
@@ -72,10 +67,7 @@ impl From<StoreError> for StartupError {
 
 impl From<ModelClientError> for StartupError {
     fn from(error: ModelClientError) -> Self {
-        match error {
-            ModelClientError::InvalidUrl(_) => Self::ModelSettings(error),
-            error => Self::Model(error),
-        }
+        Self::Model(error)
     }
 }
 
@@ -144,15 +136,12 @@ impl Application {
         ));
         let predictions = Arc::new(
             PredictionService::new(store, model, metrics.clone(), Arc::clone(&write_behind))
-                .with_max_age(settings.store.max_age())
-                .with_leases(
-                    settings.store.lease_ttl(),
-                    settings.server.request_timeout(),
-                ),
+                .with_max_age(settings.store.max_age)
+                .with_leases(settings.store.lease_ttl, settings.server.request_timeout),
         );
         let refresher = tokio::spawn(refresh_live_model(
             Arc::clone(&predictions),
-            settings.model.version_refresh(),
+            settings.model.version_refresh,
         ));
         let draining = Arc::new(AtomicBool::new(false));
         let state = AppState {
@@ -188,8 +177,8 @@ impl Application {
     /// requests get the grace period, the rest is closed, and the write-behind queue drains.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let limits = ConnectionLimits {
-            header_read_timeout: self.server.header_read_timeout(),
-            idle_timeout: self.server.idle_timeout(),
+            header_read_timeout: self.server.header_read_timeout,
+            idle_timeout: self.server.idle_timeout,
             max_connections: self.server.max_connections,
         }
         .fitted_to_descriptor_limit();
@@ -204,15 +193,15 @@ impl Application {
         self.draining.store(true, Ordering::Relaxed);
         stages.close_connections_after_responses();
         tracing::info!(
-            drain_delay_ms = self.server.shutdown_drain_delay_ms,
+            drain_delay_ms = self.server.shutdown_drain_delay.as_millis() as u64,
             "shutdown: readiness failing; still serving for the drain delay"
         );
-        tokio::time::sleep(self.server.shutdown_drain_delay()).await;
+        tokio::time::sleep(self.server.shutdown_drain_delay).await;
         tracing::info!(
-            grace_ms = self.server.shutdown_grace_ms,
+            grace_ms = self.server.shutdown_grace.as_millis() as u64,
             "shutdown: no longer accepting; finishing in-flight requests"
         );
-        stages.stop_accepting(self.server.shutdown_grace());
+        stages.stop_accepting(self.server.shutdown_grace);
         let _ = serving.await;
         self.refresher.abort();
         self.write_behind.drain(WRITE_BEHIND_DRAIN_DEADLINE).await;
@@ -269,7 +258,9 @@ async fn ensure_index(store: &ElasticsearchStore) -> Result<(), StoreError> {
 
 /// Re-reads the live model version every `interval`.
 async fn refresh_live_model(predictions: Arc<PredictionService>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
+    // At least 1 ms: `interval` panics on zero, and `..._VERSION_REFRESH_MS=0` means
+    // "as often as possible".
+    let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -298,36 +289,4 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn unusable_urls_are_reported_as_invalid_settings() {
-        let mut store = Settings::default();
-        store.store.url = Some("http://[::1:9200".into());
-        let mut model = Settings::default();
-        model.server.port = 0;
-        model.model.url = "model service".into();
-
-        let store = Application::build(store).await.err();
-        let model = Application::build(model).await.err();
-
-        assert!(
-            matches!(
-                store,
-                Some(StartupError::StoreSettings(StoreError::InvalidUrl(_)))
-            ),
-            "store: {store:?}"
-        );
-        assert!(
-            matches!(
-                model,
-                Some(StartupError::ModelSettings(ModelClientError::InvalidUrl(_)))
-            ),
-            "model: {model:?}"
-        );
-    }
 }

@@ -29,10 +29,6 @@ use crate::telemetry;
 /// model call gets the same result. Messages name what happened; the source says why.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ModelClientError {
-    /// The configured model URL does not parse or cannot be a base for the API's paths
-    /// (construction only; start-up reports it as invalid settings).
-    #[error("the model service URL is invalid")]
-    InvalidUrl(#[source] url::ParseError),
     /// The HTTP client could not be built, e.g. no TLS backend (construction only).
     #[error("the HTTP client of the model service cannot be built")]
     HttpClient(#[source] Arc<reqwest::Error>),
@@ -135,20 +131,14 @@ pub struct ModelClient {
 impl ModelClient {
     /// A client for `settings.url` with the settings' timeouts.
     pub fn new(settings: &ModelSettings, metrics: Metrics) -> Result<Self, ModelClientError> {
-        let base = url::Url::parse(&settings.url).map_err(ModelClientError::InvalidUrl)?;
-        // A URL such as `mailto:x` parses but no path joins onto it: refused here rather
-        // than failing every call.
-        if base.cannot_be_a_base() {
-            return Err(ModelClientError::InvalidUrl(
-                url::ParseError::RelativeUrlWithCannotBeABaseBase,
-            ));
-        }
+        // An http(s) URL, checked at load: every absolute path joins onto it.
+        let base = settings.url.clone();
         let http = reqwest::Client::builder()
-            .timeout(settings.timeout())
-            .connect_timeout(settings.connect_timeout())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
             .build()
             .map_err(|e| ModelClientError::HttpClient(Arc::new(e)))?;
-        let breaker = CircuitBreaker::new(settings.breaker_threshold, settings.breaker_cool_down());
+        let breaker = CircuitBreaker::new(settings.breaker_threshold, settings.breaker_cool_down);
         Ok(Self {
             http,
             base,
@@ -237,7 +227,7 @@ impl ModelClient {
         let url = self
             .base
             .join(path)
-            .expect("new() accepts only base URLs, onto which an absolute path joins");
+            .expect("an http(s) base URL, onto which an absolute path joins");
         let server_address = url.host_str().unwrap_or_default().to_owned();
         let server_port = i64::from(url.port_or_known_default().unwrap_or_default());
         let span = tracing::info_span!(
@@ -364,8 +354,7 @@ fn error_type(error: &ModelClientError) -> &'static str {
         ModelClientError::Timeout(_) => "timeout",
         ModelClientError::CircuitOpen { .. } => "circuit_open",
         ModelClientError::UnknownDataId => "404",
-        ModelClientError::InvalidUrl(_)
-        | ModelClientError::HttpClient(_)
+        ModelClientError::HttpClient(_)
         | ModelClientError::Request(_)
         | ModelClientError::UnreadableBody(_)
         | ModelClientError::Undecodable { .. }
@@ -405,7 +394,7 @@ pub(crate) mod tests {
 
     fn client_for(url: String) -> Result<ModelClient, ModelClientError> {
         let settings = ModelSettings {
-            url,
+            url: url.parse().unwrap(),
             ..Settings::default().model
         };
         ModelClient::new(&settings, Metrics::default())
@@ -418,23 +407,6 @@ pub(crate) mod tests {
             without_credentials(&url),
             "http://model.local:8001/predict?x=1"
         );
-    }
-
-    #[test]
-    fn a_model_url_that_cannot_address_the_api_is_invalid_not_unavailable() {
-        let cases = [
-            ("model service", "a relative URL"),
-            ("http://", "no host"),
-            ("http://model:99999", "a port out of range"),
-            ("mailto:model@example.com", "a URL no path joins onto"),
-        ];
-        for (url, description) in cases {
-            let error = client_for(url.into()).err();
-            assert!(
-                matches!(error, Some(ModelClientError::InvalidUrl(_))),
-                "{description}: {error:?}"
-            );
-        }
     }
 
     #[tokio::test]

@@ -44,9 +44,7 @@ fn store_summary(error: &StoreError) -> String {
         StoreError::Decode(_) => "undecodable answer".into(),
         StoreError::BulkItems { .. } => "bulk items failed".into(),
         StoreError::Encode(_) => "unserializable request".into(),
-        StoreError::InvalidSettings(_) | StoreError::InvalidUrl(_) | StoreError::HttpClient(_) => {
-            "misconfigured".into()
-        }
+        StoreError::InvalidSettings(_) | StoreError::HttpClient(_) => "misconfigured".into(),
     }
 }
 
@@ -59,7 +57,7 @@ fn model_summary(error: &ModelClientError) -> String {
         ModelClientError::Timeout(_) => "timeout".into(),
         ModelClientError::CircuitOpen { .. } => "circuit open".into(),
         ModelClientError::UnknownDataId => "unexpected 404".into(),
-        ModelClientError::InvalidUrl(_) | ModelClientError::HttpClient(_) => "misconfigured".into(),
+        ModelClientError::HttpClient(_) => "misconfigured".into(),
         ModelClientError::Request(_)
         | ModelClientError::UnreadableBody(_)
         | ModelClientError::Undecodable { .. }

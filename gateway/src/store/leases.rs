@@ -306,7 +306,7 @@ mod tests {
     async fn store() -> (MockServer, ElasticsearchStore) {
         let server = MockServer::start().await;
         let settings = StoreSettings {
-            url: Some(server.uri()),
+            url: Some(server.uri().parse().unwrap()),
             ..Settings::default().store
         };
         let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
@@ -533,7 +533,7 @@ mod tests {
     #[test]
     fn lease_conflicts_are_not_errors_on_spans_but_other_conflicts_are() {
         let settings = StoreSettings {
-            url: Some("http://127.0.0.1:9200".into()),
+            url: Some("http://127.0.0.1:9200".parse().unwrap()),
             ..Settings::default().store
         };
         let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();

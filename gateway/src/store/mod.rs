@@ -190,14 +190,11 @@ pub enum LeaseOutcome {
 /// lookup gets the same result.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The settings do not make a client: no URL, a scheme other than http(s), or
-    /// credentials that cannot go into a header (construction only; start-up reports it
-    /// as invalid settings).
+    /// The settings do not make a client: no URL, or credentials that cannot go into a
+    /// header (construction only; start-up reports it as invalid settings). Bad URLs are
+    /// refused earlier, when the settings are loaded.
     #[error("the store settings are invalid: {0}")]
     InvalidSettings(&'static str),
-    /// The store URL does not parse (construction only).
-    #[error("the store URL is invalid")]
-    InvalidUrl(#[source] url::ParseError),
     /// The HTTP client could not be built, e.g. no TLS backend (construction only).
     #[error("the HTTP client of the store cannot be built")]
     HttpClient(#[source] Arc<reqwest::Error>),

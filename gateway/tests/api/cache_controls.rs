@@ -65,7 +65,7 @@ async fn a_retrained_run_under_the_same_version_label_never_answers_from_the_old
     // No refresh during the test: only a model answer can tell the gateway of the retrain.
     let app = spawn_app(
         TestOptions::with_model(model.backend())
-            .settings(|s| s.model.version_refresh_ms = 3_600_000),
+            .settings(|s| s.model.version_refresh = Duration::from_millis(3_600_000)),
     )
     .await;
     let first: Value = app.predict("row-1").await.json().await.unwrap();
@@ -89,7 +89,8 @@ async fn after_a_retrain_the_old_runs_prediction_is_no_longer_served_once_a_refr
  {
     let model = MockModelService::start(MockAnswer::Predicts).await;
     let app = spawn_app(
-        TestOptions::with_model(model.backend()).settings(|s| s.model.version_refresh_ms = 50),
+        TestOptions::with_model(model.backend())
+            .settings(|s| s.model.version_refresh = Duration::from_millis(50)),
     )
     .await;
     app.predict("row-3").await;
@@ -254,7 +255,8 @@ async fn only_if_cached_answers_from_the_store_or_504_without_calling_the_model(
 async fn the_configured_maximum_age_turns_older_predictions_stale_and_sets_ttl() {
     let model = MockModelService::start(MockAnswer::Predicts).await;
     let app = spawn_app(
-        TestOptions::with_model(model.backend()).settings(|s| s.store.max_age_secs = Some(60)),
+        TestOptions::with_model(model.backend())
+            .settings(|s| s.store.max_age = Some(Duration::from_secs(60))),
     )
     .await;
     plant(&app, "row-12", Duration::from_secs(120)).await;

@@ -34,8 +34,8 @@ fn parse(answer: &[u8]) -> (u16, String, String) {
 async fn app_with_timeouts(header_read_ms: u64, idle_ms: u64) -> crate::helpers::TestApp {
     spawn_app(
         TestOptions::with_model(ModelBackend::Down).settings(move |settings| {
-            settings.server.header_read_timeout_ms = header_read_ms;
-            settings.server.idle_timeout_ms = idle_ms;
+            settings.server.header_read_timeout = Duration::from_millis(header_read_ms);
+            settings.server.idle_timeout = Duration::from_millis(idle_ms);
         }),
     )
     .await
@@ -93,8 +93,8 @@ async fn a_request_in_progress_is_not_cut_off_by_the_idle_timeout() {
         MockModelService::start_with_delay(MockAnswer::Predicts, Duration::from_millis(600)).await;
     let app = spawn_app(
         TestOptions::with_model(model.backend()).settings(|settings| {
-            settings.server.idle_timeout_ms = 100;
-            settings.server.header_read_timeout_ms = 100;
+            settings.server.idle_timeout = Duration::from_millis(100);
+            settings.server.header_read_timeout = Duration::from_millis(100);
         }),
     )
     .await;
@@ -164,8 +164,8 @@ async fn on_shutdown_readiness_fails_at_once_while_requests_are_still_served_the
     let model = MockModelService::start(MockAnswer::Predicts).await;
     let app = spawn_app(
         TestOptions::with_model(model.backend()).settings(|settings| {
-            settings.server.shutdown_drain_delay_ms = 800;
-            settings.server.shutdown_grace_ms = 500;
+            settings.server.shutdown_drain_delay = Duration::from_millis(800);
+            settings.server.shutdown_grace = Duration::from_millis(500);
         }),
     )
     .await;

@@ -86,9 +86,11 @@ pub async fn spawn_app(options: TestOptions) -> TestApp {
     settings.model.url = match options.model {
         ModelBackend::Down => closed_port_url().await,
         ModelBackend::Mock(url) => url,
-    };
-    settings.model.timeout_ms = 2_000;
-    settings.model.connect_timeout_ms = 500;
+    }
+    .parse()
+    .expect("the model stand-in's URL is an http URL");
+    settings.model.timeout = Duration::from_millis(2_000);
+    settings.model.connect_timeout = Duration::from_millis(500);
     (options.settings)(&mut settings);
     settings
         .check()

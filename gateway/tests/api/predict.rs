@@ -93,7 +93,8 @@ async fn concurrent_requests_for_one_new_id_cost_one_model_call() {
 async fn a_new_model_version_is_never_answered_from_the_old_versions_predictions() {
     let model = MockModelService::start(MockAnswer::Predicts).await;
     let app = spawn_app(
-        TestOptions::with_model(model.backend()).settings(|s| s.model.version_refresh_ms = 50),
+        TestOptions::with_model(model.backend())
+            .settings(|s| s.model.version_refresh = Duration::from_millis(50)),
     )
     .await;
     let first: Value = app.predict("row-4").await.json().await.unwrap();
@@ -169,9 +170,11 @@ async fn an_undecodable_model_answer_gives_an_opaque_502() {
 #[tokio::test]
 async fn a_model_that_does_not_answer_in_time_gives_504() {
     let model = MockModelService::start(MockAnswer::Hangs).await;
-    let app =
-        spawn_app(TestOptions::with_model(model.backend()).settings(|s| s.model.timeout_ms = 200))
-            .await;
+    let app = spawn_app(
+        TestOptions::with_model(model.backend())
+            .settings(|s| s.model.timeout = Duration::from_millis(200)),
+    )
+    .await;
 
     let response = app.predict("row-8").await;
 
@@ -185,8 +188,8 @@ async fn a_request_past_its_total_deadline_gives_504() {
     // only the total deadline can end it.
     let model = MockModelService::start(MockAnswer::Predicts).await;
     let app = spawn_app(TestOptions::with_model(model.backend()).settings(|s| {
-        s.model.timeout_ms = 100;
-        s.server.request_timeout_ms = 200;
+        s.model.timeout = Duration::from_millis(100);
+        s.server.request_timeout = Duration::from_millis(200);
     }))
     .await;
     let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
@@ -214,7 +217,7 @@ async fn requests_beyond_the_in_flight_cap_are_shed_with_503_and_retry_after() {
     let model = MockModelService::start(MockAnswer::Hangs).await;
     let app = spawn_app(TestOptions::with_model(model.backend()).settings(|s| {
         s.server.max_in_flight = 1;
-        s.model.timeout_ms = 3_000;
+        s.model.timeout = Duration::from_millis(3_000);
     }))
     .await;
     let stuck = {
@@ -359,9 +362,9 @@ async fn unknown_routes_and_methods_get_json_errors() {
 async fn a_model_that_keeps_failing_opens_the_circuit_hits_still_serve_and_it_closes_again() {
     let model = MockModelService::start(MockAnswer::Predicts).await;
     let app = spawn_app(TestOptions::with_model(model.backend()).settings(|s| {
-        s.model.timeout_ms = 1_000;
+        s.model.timeout = Duration::from_millis(1_000);
         s.model.breaker_threshold = 2;
-        s.model.breaker_cool_down_ms = 300;
+        s.model.breaker_cool_down = Duration::from_millis(300);
     }))
     .await;
     assert_eq!(app.predict("row-cached").await.status(), 200);

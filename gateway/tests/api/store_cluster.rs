@@ -212,10 +212,10 @@ impl DeadListener {
 
 fn cluster_settings(urls: String) -> impl FnOnce(&mut Settings) + Send + 'static {
     move |settings: &mut Settings| {
-        settings.store.url = Some(urls);
-        settings.store.timeout_ms = 300;
-        settings.store.dead_node_backoff_ms = BACKOFF_MS;
-        settings.store.max_dead_node_backoff_ms = 2 * BACKOFF_MS;
+        settings.store.url = Some(urls.parse().expect("the nodes' URLs are http URLs"));
+        settings.store.timeout = Duration::from_millis(300);
+        settings.store.dead_node_backoff = Duration::from_millis(BACKOFF_MS);
+        settings.store.max_dead_node_backoff = Duration::from_millis(2 * BACKOFF_MS);
     }
 }
 
