@@ -84,11 +84,8 @@ pub struct ServerSettings {
     /// Total deadline of one request, in milliseconds
     /// (`GATEWAY__SERVER__REQUEST_TIMEOUT_MS`, default 10000): a client is answered 504
     /// rather than left waiting on a stuck dependency.
-    #[serde(
-        rename = "REQUEST_TIMEOUT_MS",
-        default = "millis::default::<10_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "REQUEST_TIMEOUT_MS", with = "millis")]
+    #[serde(default = "millis::default::<10_000>")]
     pub request_timeout: Duration,
     /// Requests served at once (`GATEWAY__SERVER__MAX_IN_FLIGHT`, default 512): beyond
     /// it the gateway answers 503 with `Retry-After` at once instead of queueing without bound.
@@ -105,19 +102,13 @@ pub struct ServerSettings {
     /// Time in milliseconds a client has to send a whole request head once it sent its
     /// first byte (`GATEWAY__SERVER__HEADER_READ_TIMEOUT_MS`, default 10000): a client
     /// dribbling a head cannot hold a connection.
-    #[serde(
-        rename = "HEADER_READ_TIMEOUT_MS",
-        default = "millis::default::<10_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "HEADER_READ_TIMEOUT_MS", with = "millis")]
+    #[serde(default = "millis::default::<10_000>")]
     pub header_read_timeout: Duration,
     /// Time in milliseconds a connection may sit with no request in progress, fresh or kept
     /// alive (`GATEWAY__SERVER__IDLE_TIMEOUT_MS`, default 60000), then it is closed.
-    #[serde(
-        rename = "IDLE_TIMEOUT_MS",
-        default = "millis::default::<60_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "IDLE_TIMEOUT_MS", with = "millis")]
+    #[serde(default = "millis::default::<60_000>")]
     pub idle_timeout: Duration,
     /// Open client connections at most (`GATEWAY__SERVER__MAX_CONNECTIONS`, default
     /// 10000, lowered to fit the process's open-file limit): at the cap the longest-idle
@@ -127,20 +118,14 @@ pub struct ServerSettings {
     /// After SIGTERM, how many milliseconds `/readyz` answers 503 while requests are still
     /// served (`GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS`, default 5000): time for a load
     /// balancer to take the gateway out before it stops accepting.
-    #[serde(
-        rename = "SHUTDOWN_DRAIN_DELAY_MS",
-        default = "millis::default::<5_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "SHUTDOWN_DRAIN_DELAY_MS", with = "millis")]
+    #[serde(default = "millis::default::<5_000>")]
     pub shutdown_drain_delay: Duration,
     /// Then how many milliseconds in-flight requests have to finish before every remaining
     /// connection is closed (`GATEWAY__SERVER__SHUTDOWN_GRACE_MS`, default 15000). Drain
     /// delay, grace and the write-behind drain together stay inside Kubernetes' default 30 s.
-    #[serde(
-        rename = "SHUTDOWN_GRACE_MS",
-        default = "millis::default::<15_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "SHUTDOWN_GRACE_MS", with = "millis")]
+    #[serde(default = "millis::default::<15_000>")]
     pub shutdown_grace: Duration,
 }
 
@@ -171,11 +156,8 @@ pub struct StoreSettings {
     /// Timeout of one store request in milliseconds (`GATEWAY__STORE__TIMEOUT_MS`, default
     /// 2000): a slow store must not hold a request past the point where the model would
     /// have answered.
-    #[serde(
-        rename = "TIMEOUT_MS",
-        default = "millis::default::<2_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "TIMEOUT_MS", with = "millis")]
+    #[serde(default = "millis::default::<2_000>")]
     pub timeout: Duration,
     /// Ask the store for gzip-compressed answers (`GATEWAY__STORE__COMPRESSION`, default
     /// false): worth it only for a store across a slow or metered network; near the store,
@@ -185,20 +167,14 @@ pub struct StoreSettings {
     /// Back-off of a store node after its first failure in a row, in milliseconds
     /// (`GATEWAY__STORE__DEAD_NODE_BACKOFF_MS`, default 1000); it doubles with each
     /// further failure. Elastic's transports' `dead_node_backoff_factor` (1 s).
-    #[serde(
-        rename = "DEAD_NODE_BACKOFF_MS",
-        default = "millis::default::<1_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "DEAD_NODE_BACKOFF_MS", with = "millis")]
+    #[serde(default = "millis::default::<1_000>")]
     pub dead_node_backoff: Duration,
     /// Longest back-off of a failing store node, in milliseconds
     /// (`GATEWAY__STORE__MAX_DEAD_NODE_BACKOFF_MS`, default 30000). Elastic's
     /// transports' `max_dead_node_backoff` (30 s).
-    #[serde(
-        rename = "MAX_DEAD_NODE_BACKOFF_MS",
-        default = "millis::default::<30_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "MAX_DEAD_NODE_BACKOFF_MS", with = "millis")]
+    #[serde(default = "millis::default::<30_000>")]
     pub max_dead_node_backoff: Duration,
     /// Predictions waiting for a store write retry (`GATEWAY__STORE__WRITE_BEHIND_CAPACITY`,
     /// default 10000); beyond it they are dropped, counted and logged.
@@ -227,11 +203,8 @@ pub struct StoreSettings {
     /// alive computation loses its lease and a second replica computes; the default also
     /// leaves room for the store write (`GATEWAY__STORE__TIMEOUT_MS`). Not checked against
     /// the store timeout: `gateway purge` runs with a long one and never leases.
-    #[serde(
-        rename = "LEASE_TTL_MS",
-        default = "millis::default::<10_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "LEASE_TTL_MS", with = "millis")]
+    #[serde(default = "millis::default::<10_000>")]
     pub lease_ttl: Duration,
 }
 
@@ -314,28 +287,19 @@ pub struct ModelSettings {
     pub url: Url,
     /// Timeout of one model call in milliseconds (`GATEWAY__MODEL__TIMEOUT_MS`, default
     /// 5000); must be shorter than the request deadline.
-    #[serde(
-        rename = "TIMEOUT_MS",
-        default = "millis::default::<5_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "TIMEOUT_MS", with = "millis")]
+    #[serde(default = "millis::default::<5_000>")]
     pub timeout: Duration,
     /// TCP connect timeout in milliseconds (`GATEWAY__MODEL__CONNECT_TIMEOUT_MS`, default
     /// 1000): a down service is reported quickly.
-    #[serde(
-        rename = "CONNECT_TIMEOUT_MS",
-        default = "millis::default::<1_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "CONNECT_TIMEOUT_MS", with = "millis")]
+    #[serde(default = "millis::default::<1_000>")]
     pub connect_timeout: Duration,
     /// How often, in milliseconds, the live model version is re-read from `GET /model`
     /// (`GATEWAY__MODEL__VERSION_REFRESH_MS`, default 5000): the longest time an old
     /// version's predictions can still be served after a switch.
-    #[serde(
-        rename = "VERSION_REFRESH_MS",
-        default = "millis::default::<5_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "VERSION_REFRESH_MS", with = "millis")]
+    #[serde(default = "millis::default::<5_000>")]
     pub version_refresh: Duration,
     /// Consecutive failures to reach the model that open the circuit breaker
     /// (`GATEWAY__MODEL__BREAKER_THRESHOLD`, default 5).
@@ -343,11 +307,8 @@ pub struct ModelSettings {
     pub breaker_threshold: u32,
     /// How many milliseconds the open circuit fails calls fast before a trial call
     /// (`GATEWAY__MODEL__BREAKER_COOL_DOWN_MS`, default 5000).
-    #[serde(
-        rename = "BREAKER_COOL_DOWN_MS",
-        default = "millis::default::<5_000>",
-        with = "millis"
-    )]
+    #[serde(rename = "BREAKER_COOL_DOWN_MS", with = "millis")]
+    #[serde(default = "millis::default::<5_000>")]
     pub breaker_cool_down: Duration,
 }
 
@@ -1247,52 +1208,50 @@ mod tests {
 
     #[test]
     fn every_duration_is_read_in_the_unit_its_variable_names() {
-        // (variable, value, the field it sets)
+        // Each variable alone set to 7000 (no default is 7000; all settings stay
+        // consistent), read back from the field it must set.
         type Field = fn(&Settings) -> Duration;
-        let cases: [(&str, &str, Field); 13] = [
-            ("GATEWAY__SERVER__REQUEST_TIMEOUT_MS", "9001", |s| {
+        let cases: [(&str, Field); 13] = [
+            ("GATEWAY__SERVER__REQUEST_TIMEOUT_MS", |s| {
                 s.server.request_timeout
             }),
-            ("GATEWAY__SERVER__HEADER_READ_TIMEOUT_MS", "9002", |s| {
+            ("GATEWAY__SERVER__HEADER_READ_TIMEOUT_MS", |s| {
                 s.server.header_read_timeout
             }),
-            ("GATEWAY__SERVER__IDLE_TIMEOUT_MS", "9003", |s| {
+            ("GATEWAY__SERVER__IDLE_TIMEOUT_MS", |s| {
                 s.server.idle_timeout
             }),
-            ("GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS", "9004", |s| {
+            ("GATEWAY__SERVER__SHUTDOWN_DRAIN_DELAY_MS", |s| {
                 s.server.shutdown_drain_delay
             }),
-            ("GATEWAY__SERVER__SHUTDOWN_GRACE_MS", "9005", |s| {
+            ("GATEWAY__SERVER__SHUTDOWN_GRACE_MS", |s| {
                 s.server.shutdown_grace
             }),
-            ("GATEWAY__STORE__TIMEOUT_MS", "9006", |s| s.store.timeout),
-            ("GATEWAY__STORE__DEAD_NODE_BACKOFF_MS", "9007", |s| {
+            ("GATEWAY__STORE__TIMEOUT_MS", |s| s.store.timeout),
+            ("GATEWAY__STORE__DEAD_NODE_BACKOFF_MS", |s| {
                 s.store.dead_node_backoff
             }),
-            ("GATEWAY__STORE__MAX_DEAD_NODE_BACKOFF_MS", "9008", |s| {
+            ("GATEWAY__STORE__MAX_DEAD_NODE_BACKOFF_MS", |s| {
                 s.store.max_dead_node_backoff
             }),
-            ("GATEWAY__STORE__LEASE_TTL_MS", "9009", |s| {
-                s.store.lease_ttl
-            }),
-            ("GATEWAY__MODEL__TIMEOUT_MS", "1010", |s| s.model.timeout),
-            ("GATEWAY__MODEL__CONNECT_TIMEOUT_MS", "9011", |s| {
+            ("GATEWAY__STORE__LEASE_TTL_MS", |s| s.store.lease_ttl),
+            ("GATEWAY__MODEL__TIMEOUT_MS", |s| s.model.timeout),
+            ("GATEWAY__MODEL__CONNECT_TIMEOUT_MS", |s| {
                 s.model.connect_timeout
             }),
-            ("GATEWAY__MODEL__VERSION_REFRESH_MS", "9012", |s| {
+            ("GATEWAY__MODEL__VERSION_REFRESH_MS", |s| {
                 s.model.version_refresh
             }),
-            ("GATEWAY__MODEL__BREAKER_COOL_DOWN_MS", "9013", |s| {
+            ("GATEWAY__MODEL__BREAKER_COOL_DOWN_MS", |s| {
                 s.model.breaker_cool_down
             }),
         ];
-        for (name, value, field) in cases {
-            let settings = Settings::from_vars(vars(&[(name, value)])).unwrap();
-            let millis: u64 = value.parse().unwrap();
-            assert_eq!(field(&settings), Duration::from_millis(millis), "{name}");
+        for (name, field) in cases {
+            let settings = Settings::from_vars(vars(&[(name, "7000")])).unwrap();
+            assert_eq!(field(&settings), Duration::from_millis(7000), "{name}");
         }
-        let set = Settings::from_vars(vars(&[("GATEWAY__STORE__MAX_AGE_SECS", "90")])).unwrap();
-        assert_eq!(set.store.max_age, Some(Duration::from_secs(90)));
+        let set = Settings::from_vars(vars(&[("GATEWAY__STORE__MAX_AGE_SECS", "7000")])).unwrap();
+        assert_eq!(set.store.max_age, Some(Duration::from_secs(7000)));
     }
 
     #[test]
