@@ -137,7 +137,16 @@ impl Application {
         let predictions = Arc::new(
             PredictionService::new(store, model, metrics.clone(), Arc::clone(&write_behind))
                 .with_max_age(settings.store.max_age)
-                .with_leases(settings.store.lease_ttl, settings.server.request_timeout),
+                .with_leases(
+                    settings.store.lease_ttl,
+                    // A flight that gives up waiting for another replica still has a model
+                    // call's time before its requesters' deadline (`check()`: model timeout
+                    // < request deadline).
+                    settings
+                        .server
+                        .request_timeout
+                        .saturating_sub(settings.model.timeout),
+                ),
         );
         let refresher = tokio::spawn(refresh_live_model(
             Arc::clone(&predictions),

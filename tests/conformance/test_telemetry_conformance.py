@@ -21,6 +21,7 @@ import pytest
 from opentelemetry.semconv._incubating.attributes.db_attributes import (
     DB_COLLECTION_NAME,
     DB_NAMESPACE,
+    DB_OPERATION_NAME,
     DB_RESPONSE_STATUS_CODE,
     DB_SYSTEM_NAME,
 )
@@ -401,11 +402,15 @@ def client_error_agrees(run: Run) -> None:
 
 
 def store_spans(run: Run) -> None:
-    """Elasticsearch spans: `db.system.name`, collection, server address, `db.namespace` [wip-bench]"""
+    """Elasticsearch spans of a miss (lookup, write, computation lease): `db.system.name`,
+    `{db.operation.name} {db.collection.name}`, server address, `db.namespace`"""
     spans = [s for s in run.spans("miss", GATEWAY) if DB_SYSTEM_NAME in s.attributes]
+    leases = f"{ALIAS}-leases"
+    assert {s.name for s in spans} >= {f"get {ALIAS}", f"index {ALIAS}", f"create {leases}"}
     for span in spans:
         assert span.attributes[DB_SYSTEM_NAME] == "elasticsearch"
-        assert span.attributes[DB_COLLECTION_NAME] == ALIAS
+        assert span.attributes[DB_COLLECTION_NAME] in (ALIAS, leases), span.name
+        assert span.name == f"{span.attributes[DB_OPERATION_NAME]} {span.attributes[DB_COLLECTION_NAME]}"
         assert span.attributes[SERVER_ADDRESS] == "127.0.0.1"
         assert isinstance(span.attributes.get(DB_NAMESPACE), str), f"{span.name}: db.namespace (the cluster name)"
 

@@ -192,9 +192,13 @@ HOSTILE_PATHS = [
 
 
 def test_hostile_ids_never_reach_another_index_or_endpoint_of_the_search_node(stack: Stack) -> None:
-    def indices() -> dict[str, str]:
+    def indices() -> dict[str, str | None]:
+        """Every index and its document count; computation leases come and go with any
+        miss (a valid id the model does not know takes one), so only their index counts."""
         listing = requests.get(f"{stack.search_url}/_cat/indices", params={"format": "json"}, timeout=10).json()
-        return {index["index"]: index["docs.count"] for index in listing}
+        return {
+            index["index"]: None if index["index"].endswith("-leases") else index["docs.count"] for index in listing
+        }
 
     requests.post(f"{stack.search_url}/{ALIAS}/_refresh", timeout=10)
     before = indices()

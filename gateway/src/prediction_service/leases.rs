@@ -26,8 +26,8 @@ pub(super) struct LeaseSettings {
     holder: String,
     /// How long a lease holds unless released (`GATEWAY__STORE__LEASE_TTL_MS`).
     ttl: Duration,
-    /// How long a flight waits for other replicas at most (the request deadline: nobody
-    /// waits for the flight longer); then it computes.
+    /// How long a flight waits for other replicas at most (the request deadline less the
+    /// model timeout, so it can still compute in time); then it computes.
     wait_limit: Duration,
 }
 
@@ -43,9 +43,10 @@ impl LeaseSettings {
 }
 
 impl Default for LeaseSettings {
-    /// The defaults of `GATEWAY__STORE__LEASE_TTL_MS` and the request deadline (10 s each).
+    /// The default `GATEWAY__STORE__LEASE_TTL_MS` (10 s), and the default request deadline
+    /// less the default model timeout (10 s - 5 s).
     fn default() -> Self {
-        Self::new(Duration::from_secs(10), Duration::from_secs(10))
+        Self::new(Duration::from_secs(10), Duration::from_secs(5))
     }
 }
 
@@ -77,7 +78,7 @@ pub(super) enum LeaseUse {
     /// Another replica computed: its prediction was served (`Cache-Status: collapsed`).
     HeldElsewhere,
     /// Another replica held the lease but this one computed anyway: under `no-cache`, or
-    /// after waiting the whole request deadline.
+    /// after waiting as long as it could and still compute before the deadline.
     Ignored,
     /// The lease could not be read or written: computed without (availability first).
     Unavailable,
@@ -184,7 +185,7 @@ impl PredictionService {
             if now >= give_up_at {
                 tracing::warn!(
                     ml.data_id = %key.data_id,
-                    "another replica's computation outlasted the request deadline; computing"
+                    "another replica's computation outlasted the time this one can wait; computing"
                 );
                 return Ok(Coordination::compute(None, LeaseUse::Ignored));
             }

@@ -124,7 +124,8 @@ impl PredictionService {
     }
 
     /// Leases each computation for `ttl` (`GATEWAY__STORE__LEASE_TTL_MS`), and waits for
-    /// another replica's computation `wait_limit` at most (the request deadline).
+    /// another replica's computation `wait_limit` at most (the request deadline less the
+    /// model timeout, so that it can still compute in time).
     pub fn with_leases(mut self, ttl: Duration, wait_limit: Duration) -> Self {
         self.leases = LeaseSettings::new(ttl, wait_limit);
         self

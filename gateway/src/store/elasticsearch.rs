@@ -1125,67 +1125,6 @@ mod tests {
         assert!(!ops.delete_by_query.retry_safe);
     }
 
-    #[tokio::test]
-    async fn a_retry_is_its_own_span_on_the_other_node_with_a_resend_count() {
-        use opentelemetry::trace::TracerProvider as _;
-        use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-        use tracing_subscriber::layer::SubscriberExt as _;
-        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
-
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        let _default = tracing::subscriber::set_default(subscriber);
-        let (unavailable, live) = (MockServer::start().await, MockServer::start().await);
-        Mock::given(any())
-            .respond_with(ResponseTemplate::new(503))
-            .mount(&unavailable)
-            .await;
-        Mock::given(any())
-            .respond_with(ResponseTemplate::new(404).set_body_string(r#"{"found":false}"#))
-            .mount(&live)
-            .await;
-        let settings = StoreSettings {
-            url: Some(
-                format!("{},{}", unavailable.uri(), live.uri())
-                    .parse()
-                    .unwrap(),
-            ),
-            ..crate::configuration::Settings::default().store
-        };
-        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
-
-        let found = store.get(&key("1")).await.unwrap();
-
-        assert!(found.is_none());
-        let spans = exporter.get_finished_spans().unwrap();
-        let attribute = |span: usize, name: &str| {
-            spans[span]
-                .attributes
-                .iter()
-                .find(|kv| kv.key.as_str() == name)
-                .map(|kv| kv.value.to_string())
-        };
-        let port = |server: &MockServer| Some(server.address().port().to_string());
-        assert_eq!(spans.len(), 2, "one span per attempt");
-        assert!(spans.iter().all(|span| span.name == "get ml-predictions"));
-        assert_eq!(attribute(0, SERVER_PORT), port(&unavailable));
-        assert_eq!(attribute(0, ERROR_TYPE).as_deref(), Some("503"));
-        assert_eq!(attribute(0, HTTP_REQUEST_RESEND_COUNT), None);
-        assert_eq!(attribute(1, SERVER_PORT), port(&live));
-        assert_eq!(
-            attribute(1, HTTP_REQUEST_RESEND_COUNT).as_deref(),
-            Some("1")
-        );
-        assert!(
-            attribute(1, URL_FULL).unwrap().starts_with(&live.uri()),
-            "the retry's URL is the other node's"
-        );
-    }
-
     #[test]
     fn basic_credentials_are_encoded_once_as_the_header_says() {
         assert_eq!(

@@ -717,6 +717,9 @@ mod tests {
         let _subscriber = tracing::subscriber::set_default(
             tracing_subscriber::fmt()
                 .json()
+                // Every level: tracing's global maximum level is the highest any live
+                // subscriber wants, so an `info` one here would hide other tests' debug spans.
+                .with_max_level(tracing::Level::TRACE)
                 .with_writer(move || writer.clone())
                 .finish(),
         );

@@ -122,6 +122,36 @@ async fn a_lease_left_by_a_dead_replica_is_taken_over_once_it_expires() {
 }
 
 #[tokio::test]
+async fn a_lease_whose_holder_never_lands_is_waited_for_only_as_long_as_a_computation_still_fits() {
+    // Arrange: another replica holds the key's lease for a minute and never writes (its
+    // store writes hang, as while a killed node's shards move); the request deadline is
+    // 2 s and a model call may take 1 s.
+    let model = MockModelService::start(MockAnswer::Predicts).await;
+    let store = RecordingStore::shared();
+    other_replicas_lease(&store, "cust-stuck", Duration::from_secs(60)).await;
+    let app = spawn_app(
+        TestOptions::with_model(model.backend())
+            .shared_store(&store)
+            .settings(|settings| {
+                settings.server.request_timeout = Duration::from_secs(2);
+                settings.model.timeout = Duration::from_secs(1);
+            }),
+    )
+    .await;
+
+    // Act
+    let started = Instant::now();
+    let response = app.predict("cust-stuck").await;
+    let elapsed = started.elapsed();
+
+    // Assert: it waited, then computed in time instead of answering 504 at the deadline.
+    assert_eq!(response.status(), 200);
+    assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(model.predict_calls().await, 1);
+}
+
+#[tokio::test]
 async fn a_no_cache_request_does_not_wait_for_another_replicas_lease() {
     // Arrange: another replica holds the key's lease for a minute.
     let model = MockModelService::start(MockAnswer::Predicts).await;
