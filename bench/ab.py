@@ -10,7 +10,8 @@ CPU per hit and requests/s, and the per-round ratio of each variant to the first
     python bench/ab.py before=/tmp/gateway-before after=target/release/gateway \
         --mode off --rounds 7 --seconds 5
 
-`--perf DIR` also records a flat `perf record` profile of each variant's last run
+`--perf DIR` also records a flat `perf record` profile of each variant's last run, and counts
+its context switches and syscalls per request (`perf stat`)
 (bench/profile_shares.py groups it by component).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +47,30 @@ from harness.model_service import start_model_service  # noqa: E402
 from harness.process import stop_all  # noqa: E402
 from harness.provisioning import provisioned  # noqa: E402
 from harness.search_node import SearchNode  # noqa: E402
+
+# What `--perf` counts for the kernel share: switches, wake-up syscalls, socket syscalls.
+COUNTED = [
+    "context-switches",
+    "cpu-migrations",
+    "raw_syscalls:sys_enter",
+    "syscalls:sys_enter_futex",
+    "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_writev",
+    "syscalls:sys_enter_write",
+    "syscalls:sys_enter_read",
+]
+
+
+def per_request(stat_csv: Path, requests: int) -> dict[str, float]:
+    """`perf stat -x ,` counts divided by the requests of the run they covered."""
+    counts = {}
+    for line in stat_csv.read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].strip().isdigit():
+            counts[fields[2]] = int(fields[0]) / max(requests, 1)
+    return counts
 
 
 def summary(values: list[float], digits: int) -> str:
@@ -104,31 +130,28 @@ def main() -> int:
         cpu: dict[str, list[float]] = {name: [] for name in gateways}
         rps: dict[str, list[float]] = {name: [] for name in gateways}
         node_cpu: dict[str, list[float]] = {name: [] for name in gateways}
+        counted: dict[str, dict[str, float]] = {}
         for round_ in range(args.rounds):
             # Alternate the order too, so neither side always runs first after the idle read.
             order = list(gateways.items()) if round_ % 2 == 0 else list(reversed(gateways.items()))
             for name, gateway in order:
-                recorder = None
+                recorders = []
                 if args.perf and round_ == args.rounds - 1:
                     args.perf.mkdir(parents=True, exist_ok=True)
-                    recorder = subprocess.Popen(
-                        [
-                            "perf",
-                            "record",
-                            "-F",
-                            "1999",
-                            "-p",
-                            str(gateway.process.pid),
-                            "-o",
-                            str(args.perf / f"{name}.perf.data"),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                    pid = str(gateway.process.pid)
+                    record = ["perf", "record", "-F", "1999", "-p", pid, "-o", str(args.perf / f"{name}.perf.data")]
+                    stat = ["perf", "stat", "-x", ",", "-e", ",".join(COUNTED), "-p", pid]
+                    stat += ["-o", str(args.perf / f"{name}.stat.csv")]
+                    recorders = [
+                        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        for argv in (record, stat)
+                    ]
                 run = wrk(gateway.url, lines, args.connections, args.seconds, work_dir, pids, idle)
-                if recorder:
-                    recorder.send_signal(2)
+                for recorder in recorders:
+                    recorder.send_signal(signal.SIGINT)
                     recorder.wait()
+                if recorders:
+                    counted[name] = per_request(args.perf / f"{name}.stat.csv", run.requests)
                 if run.errors:
                     print(f"ab: {name}: {run.errors} errors", file=sys.stderr)
                 cpu[name].append(run.cpu_per_request_ms(name))
@@ -155,6 +178,8 @@ def main() -> int:
             f"| {name} | {summary(cpu[name], 4)} | {summary(ratios, 3)} | {summary(rps[name], 0)}"
             f" | {summary(node_cpu[name], 4)} |"
         )
+    for name, counts in counted.items():
+        print(f"{name}, per request (last round): " + ", ".join(f"{k} {v:.2f}" for k, v in counts.items()))
     for (name, wave), mb in rss.items():
         print(f"RSS of {name}, {OPEN_CONNECTIONS:,} connections open, {wave} in flight at a time: {mb:.1f} MB")
     return 0
