@@ -10,8 +10,8 @@ CPU per hit and requests/s, and the per-round ratio of each variant to the first
     python bench/ab.py before=/tmp/gateway-before after=target/release/gateway \
         --mode off --rounds 7 --seconds 5
 
-`--perf DIR` also records a flat `perf record` profile of each variant's last run, and counts
-its context switches and syscalls per request (`perf stat`)
+`--perf DIR` then records a flat `perf record` profile of each variant in one more run (not
+counted in the table), and counts its context switches and syscalls per request (`perf stat`)
 (bench/profile_shares.py groups it by component).
 """
 
@@ -61,6 +61,13 @@ COUNTED = [
     "syscalls:sys_enter_write",
     "syscalls:sys_enter_read",
 ]
+# Allocations too, when a uprobe on glibc's malloc exists
+# (`perf probe -x /lib/x86_64-linux-gnu/libc.so.6 --add malloc`); its traps then inflate that
+# run's profile (kernel share), so count allocations and profile in separate invocations.
+if any(
+    Path(root, "events/probe_libc/malloc").exists() for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+):
+    COUNTED.append("probe_libc:malloc")
 
 
 def per_request(stat_csv: Path, requests: int) -> dict[str, float]:
@@ -89,7 +96,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--perf", type=Path, help="directory for a perf.data per variant (last round)")
+    parser.add_argument(
+        "--perf", type=Path, help="directory for a perf.data and perf stat counts per variant (one extra run)"
+    )
     parser.add_argument(
         "--rss", action="store_true", help="then the RSS of each with 1,000 keep-alive connections open, as make bench"
     )
@@ -139,23 +148,7 @@ def main() -> int:
             # Alternate the order too, so neither side always runs first after the idle read.
             order = list(gateways.items()) if round_ % 2 == 0 else list(reversed(gateways.items()))
             for name, gateway in order:
-                recorders = []
-                if args.perf and round_ == args.rounds - 1:
-                    args.perf.mkdir(parents=True, exist_ok=True)
-                    pid = str(gateway.process.pid)
-                    record = ["perf", "record", "-F", "1999", "-p", pid, "-o", str(args.perf / f"{name}.perf.data")]
-                    stat = ["perf", "stat", "-x", ",", "-e", ",".join(COUNTED), "-p", pid]
-                    stat += ["-o", str(args.perf / f"{name}.stat.csv")]
-                    recorders = [
-                        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                        for argv in (record, stat)
-                    ]
                 run = wrk(gateway.url, lines, args.connections, args.seconds, work_dir, pids, idle)
-                for recorder in recorders:
-                    recorder.send_signal(signal.SIGINT)
-                    recorder.wait()
-                if recorders:
-                    counted[name] = per_request(args.perf / f"{name}.stat.csv", run.requests)
                 if run.errors:
                     print(f"ab: {name}: {run.errors} errors", file=sys.stderr)
                 cpu[name].append(run.cpu_per_request_ms(name))
@@ -164,6 +157,21 @@ def main() -> int:
             print(
                 f"ab: round {round_ + 1}: " + ", ".join(f"{n} {cpu[n][-1]:.4f} ms" for n in gateways), file=sys.stderr
             )
+        # Profiled apart, after the measured rounds: the profiler's own cost would count.
+        for name, gateway in gateways.items() if args.perf else ():
+            args.perf.mkdir(parents=True, exist_ok=True)
+            pid = str(gateway.process.pid)
+            record = ["perf", "record", "-F", "1999", "-p", pid, "-o", str(args.perf / f"{name}.perf.data")]
+            stat = ["perf", "stat", "-x", ",", "-e", ",".join(COUNTED), "-p", pid]
+            stat += ["-o", str(args.perf / f"{name}.stat.csv")]
+            recorders = [
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for argv in (record, stat)
+            ]
+            run = wrk(gateway.url, lines, args.connections, args.seconds, work_dir, pids, idle)
+            for recorder in recorders:
+                recorder.send_signal(signal.SIGINT)
+                recorder.wait()
+            counted[name] = per_request(args.perf / f"{name}.stat.csv", run.requests)
         rss = {
             (name, wave): asyncio.run(hold_connections(gateway.url, pids[name], OPEN_CONNECTIONS, wave))
             for name, gateway in gateways.items()
