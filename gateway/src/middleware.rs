@@ -24,7 +24,8 @@ use opentelemetry_semantic_conventions::attribute::{
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
+use tracing::field::{self, Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::configuration::ServerSettings;
@@ -211,49 +212,55 @@ async fn server_span(
     };
     let version = protocol_version(request.version());
     let parent = telemetry::extract_context(request.headers());
-    let span = tracing::info_span!(
+    let query = request
+        .uri()
+        .query()
+        .filter(|q| !q.is_empty())
+        .map(redacted_query);
+    let authority = server_authority(&request);
+    // The peer is the client: the gateway trusts no forwarding header to say otherwise.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer);
+    let peer_address = peer.map(|peer| peer.ip());
+    let server_port = authority
+        .as_ref()
+        .and_then(|(_, port)| *port)
+        .map(i64::from);
+    let user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|agent| agent.to_str().ok());
+    // The attributes are the span's fields, named by the conventions' constants: the
+    // OpenTelemetry layer takes them in one pass when the span opens, where one
+    // `set_attribute` per attribute looked the span up and locked it each time.
+    //
+    // Debug level: OpenTelemetry takes the gateway's spans at every level
+    // (`telemetry::otel_layer`), while the console layer, at `info` by default, then does
+    // not format this span's fields on every request for log lines a hit never writes.
+    let span = tracing::debug_span!(
         target: "gateway::http",
         "http_request",
         otel.name = %name,
         otel.kind = "server",
         otel.status_code = Empty,
+        { HTTP_REQUEST_METHOD } = &*method,
+        { HTTP_REQUEST_METHOD_ORIGINAL } = method_original.as_deref(),
+        { HTTP_ROUTE } = route.as_deref(),
+        { URL_PATH } = request.uri().path(),
+        { URL_QUERY } = query.as_deref(),
+        { URL_SCHEME } = "http",
+        { NETWORK_PROTOCOL_VERSION } = version,
+        { SERVER_ADDRESS } = authority.as_ref().map(|(host, _)| host.as_str()),
+        { SERVER_PORT } = server_port,
+        { CLIENT_ADDRESS } = peer_address.map(field::display),
+        { NETWORK_PEER_ADDRESS } = peer_address.map(field::display),
+        { NETWORK_PEER_PORT } = peer.map(|peer| i64::from(peer.port())),
+        { USER_AGENT_ORIGINAL } = user_agent,
+        { HTTP_RESPONSE_STATUS_CODE } = Empty,
+        { ERROR_TYPE } = Empty,
     );
-    let mut attributes = vec![
-        KeyValue::new(HTTP_REQUEST_METHOD, method.clone()),
-        KeyValue::new(URL_PATH, request.uri().path().to_owned()),
-        KeyValue::new(URL_SCHEME, "http"),
-        KeyValue::new(NETWORK_PROTOCOL_VERSION, version),
-    ];
-    if let Some(original) = method_original {
-        attributes.push(KeyValue::new(HTTP_REQUEST_METHOD_ORIGINAL, original));
-    }
-    if let Some(route) = &route {
-        attributes.push(KeyValue::new(HTTP_ROUTE, route.clone()));
-    }
-    if let Some(query) = request.uri().query().filter(|q| !q.is_empty()) {
-        attributes.push(KeyValue::new(URL_QUERY, redacted_query(query)));
-    }
-    if let Some((host, port)) = server_authority(&request) {
-        attributes.push(KeyValue::new(SERVER_ADDRESS, host));
-        if let Some(port) = port {
-            attributes.push(KeyValue::new(SERVER_PORT, i64::from(port)));
-        }
-    }
-    // The peer is the client: the gateway trusts no forwarding header to say otherwise.
-    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        let address = peer.ip().to_string();
-        attributes.push(KeyValue::new(CLIENT_ADDRESS, address.clone()));
-        attributes.push(KeyValue::new(NETWORK_PEER_ADDRESS, address));
-        attributes.push(KeyValue::new(NETWORK_PEER_PORT, i64::from(peer.port())));
-    }
-    if let Some(agent) = request.headers().get(header::USER_AGENT)
-        && let Ok(agent) = agent.to_str()
-    {
-        attributes.push(KeyValue::new(USER_AGENT_ORIGINAL, agent.to_owned()));
-    }
-    for attribute in attributes {
-        span.set_attribute(attribute.key, attribute.value);
-    }
     // Before the span is first entered, or the parent cannot be set any more.
     let _ = span.set_parent(parent);
 
@@ -268,12 +275,12 @@ async fn server_span(
     drop(active);
 
     let status = i64::from(response.status().as_u16());
-    span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status);
+    span.record(HTTP_RESPONSE_STATUS_CODE, status);
     // Only 5xx are server errors; a 4xx is the client's (conventions, span status).
     let error_type = (status >= 500).then(|| Value::from(status.to_string()));
     if let Some(error_type) = &error_type {
         span.record("otel.status_code", "ERROR");
-        span.set_attribute(ERROR_TYPE, error_type.clone());
+        span.record(ERROR_TYPE, error_type.as_str().as_ref());
     }
     if let Some(value) = telemetry::traceparent(&span.context()) {
         response.headers_mut().insert("traceresponse", value);
