@@ -447,13 +447,23 @@ impl ElasticsearchStore {
     /// [`StoreError::Status`] if it refuses an index.
     pub async fn ensure_index(&self) -> Result<(), StoreError> {
         self.learn_cluster_name().await?;
-        let op = &self.operations.create_index;
         let body = json!({
             "mappings": Self::mapping(),
             "aliases": {self.alias_name(): {"is_write_index": true}}
         });
+        self.create_index_unless_exists(&self.operations.create_index, &body)
+            .await?;
+        self.ensure_lease_index().await
+    }
+
+    /// `PUT` of an index by `op` with `body`; an index that already exists is not an error.
+    async fn create_index_unless_exists(
+        &self,
+        op: &Operation,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         let answer = self
-            .call(op, Call::fixed(Method::PUT, Some(json_payload(&body)?)))
+            .call(op, Call::fixed(Method::PUT, Some(json_payload(body)?)))
             .await?;
         match answer.status {
             200..=299 => Ok(()),
@@ -463,8 +473,7 @@ impl ElasticsearchStore {
                 Ok(())
             }
             status => Err(status_error(status, &answer.body)),
-        }?;
-        self.ensure_lease_index().await
+        }
     }
 
     /// `GET /` once, for the cluster name. A refusal (credentials limited to the index) is
