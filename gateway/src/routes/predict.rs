@@ -1,8 +1,6 @@
 //! `POST /v1/predict`: the cached prediction of one data id, or a computed one, as the
 //! request's `Cache-Control` allows; the answer says how in `Cache-Status`.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -10,9 +8,8 @@ use axum::http::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa::openapi::{RefOr, Response};
 
-use super::openapi::{DeclaredErrors, body_errors, error_responses, layer_errors, model_errors};
+use super::openapi::{body_errors, declare_errors, layer_errors, model_errors};
 use super::{AppState, cache_status_header};
 use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction, RequestDirectives};
 use crate::error::ApiError;
@@ -61,25 +58,15 @@ impl From<Outcome> for PredictionResponse {
 /// The error answers of `POST /v1/predict`.
 pub struct PredictErrors;
 
-impl DeclaredErrors for PredictErrors {
-    fn errors() -> Vec<ApiError> {
-        let own = [
-            ApiError::InvalidDataId(DataIdError::ForbiddenCharacter),
-            ApiError::UnknownDataId,
-            ApiError::NotCached,
-        ];
-        [layer_errors(), body_errors(), model_errors(), own.into()]
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-}
-
-impl utoipa::IntoResponses for PredictErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error_responses(&Self::errors())
-    }
-}
+declare_errors!(
+    PredictErrors,
+    groups: [layer_errors(), body_errors(), model_errors()],
+    own: [
+        ApiError::InvalidDataId(DataIdError::ForbiddenCharacter),
+        ApiError::UnknownDataId,
+        ApiError::NotCached,
+    ],
+);
 
 /// Serves the prediction of one data id, honouring the request's `Cache-Control`
 /// directives and answering with `Cache-Status`.

@@ -1,8 +1,6 @@
 //! `POST /v1/predict/batch`: the predictions of up to `max_batch_size` ids in one request,
 //! as the request's `Cache-Control` allows; one `Cache-Status` for the batch.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -10,9 +8,8 @@ use axum::http::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa::openapi::{RefOr, Response};
 
-use super::openapi::{DeclaredErrors, body_errors, error_responses, layer_errors, model_errors};
+use super::openapi::{body_errors, declare_errors, layer_errors, model_errors};
 use super::{AppState, cache_status_header};
 use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction, RequestDirectives};
 use crate::error::ApiError;
@@ -72,28 +69,18 @@ pub struct BatchResponse {
 /// whole batch fail.
 pub struct PredictBatchErrors;
 
-impl DeclaredErrors for PredictBatchErrors {
-    fn errors() -> Vec<ApiError> {
-        let own = [
-            ApiError::InvalidBatchDataId {
-                index: 0,
-                error: DataIdError::ForbiddenCharacter,
-            },
-            ApiError::InvalidBody("data_ids must hold 1 to 1000 ids; it holds 0".into()),
-            ApiError::NotCached,
-        ];
-        [layer_errors(), body_errors(), model_errors(), own.into()]
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-}
-
-impl utoipa::IntoResponses for PredictBatchErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error_responses(&Self::errors())
-    }
-}
+declare_errors!(
+    PredictBatchErrors,
+    groups: [layer_errors(), body_errors(), model_errors()],
+    own: [
+        ApiError::InvalidBatchDataId {
+            index: 0,
+            error: DataIdError::ForbiddenCharacter,
+        },
+        ApiError::InvalidBody("data_ids must hold 1 to 1000 ids; it holds 0".into()),
+        ApiError::NotCached,
+    ],
+);
 
 /// Serves the predictions of several ids, honouring the request's `Cache-Control`
 /// directives for every id; `Cache-Status` describes the batch (see
