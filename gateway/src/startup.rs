@@ -1,7 +1,4 @@
-//! `Application`: builds the store, clients and router, binds first (port 0 allowed),
-//! exposes the real address, serves until a shutdown future completes, then shuts down
-//! in stages: readiness fails at once, requests are still served for a drain delay, then
-//! the server stops accepting and in-flight requests get a grace period.
+//! `Application`: a bound gateway (port 0 allowed) served until a shutdown future completes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,6 +77,11 @@ impl From<ModelClientError> for StartupError {
 }
 
 /// A bound, ready-to-serve gateway.
+///
+/// Builds the store, clients and router, binds first (port 0 allowed),
+/// exposes the real address, serves until a shutdown future completes, then shuts down
+/// in stages: readiness fails at once, requests are still served for a drain delay, then
+/// the server stops accepting and in-flight requests get a grace period.
 pub struct Application {
     /// Bound before serving, so the real port is known (port 0 in tests).
     listener: TcpListener,

@@ -1,16 +1,18 @@
-//! A circuit breaker for the model service: after repeated failures to reach it, misses
-//! fail fast (503 with `Retry-After`) instead of each waiting for a timeout; after a
-//! cool-down one trial call goes through, and a success closes the circuit again.
-//!
-//! The right to call is a [`Permit`]: whatever happens to the call (answered, failed,
-//! or its future dropped by a client hang-up or a deadline), the permit reports an
-//! outcome when it goes away, so the half-open state can never wait for a report that
-//! cannot come.
+//! A circuit breaker for the model service: misses fail fast while it keeps failing.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Breaker state, shared by every request.
+///
+/// A circuit breaker for the model service: after repeated failures to reach it, misses
+/// fail fast (503 with `Retry-After`) instead of each waiting for a timeout; after a
+/// cool-down one trial call goes through, and a success closes the circuit again.
+///
+/// The right to call is a [`Permit`]: whatever happens to the call (answered, failed,
+/// or its future dropped by a client hang-up or a deadline), the permit reports an
+/// outcome when it goes away, so the half-open state can never wait for a report that
+/// cannot come.
 #[derive(Debug)]
 pub struct CircuitBreaker {
     /// Consecutive failures that open the circuit.

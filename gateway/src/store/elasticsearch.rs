@@ -1,12 +1,4 @@
-//! The Elasticsearch implementation of `PredictionStore`: one traced helper per request,
-//! documents addressed by a hash of the key so no input can change a request path.
-//! Nodes are picked, and failed ones set aside, by [`NodePool`]; a request safe to repeat
-//! that could not reach its node is sent once more to another.
-//!
-//! Requests go over one `reqwest` client rather than the `elasticsearch` crate's transport:
-//! the gateway only ever used the crate's raw `send`, which rebuilt the URL, the auth header
-//! and four default headers on every call and asked for gzip answers; on a cache hit that
-//! was most of the gateway's CPU and doubled the node's (gateway/README.md, "Performance").
+//! The Elasticsearch implementation of `PredictionStore`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -92,6 +84,16 @@ pub fn document_path(alias: &str, key: &PredictionKey) -> String {
 }
 
 /// Predictions in an Elasticsearch (or OpenSearch) index behind an alias.
+///
+/// The Elasticsearch implementation of `PredictionStore`: one traced helper per request,
+/// documents addressed by a hash of the key so no input can change a request path.
+/// Nodes are picked, and failed ones set aside, by [`NodePool`]; a request safe to repeat
+/// that could not reach its node is sent once more to another.
+///
+/// Requests go over one `reqwest` client rather than the `elasticsearch` crate's transport:
+/// the gateway only ever used the crate's raw `send`, which rebuilt the URL, the auth header
+/// and four default headers on every call and asked for gzip answers; on a cache hit that
+/// was most of the gateway's CPU and doubled the node's (gateway/README.md, "Performance").
 pub struct ElasticsearchStore {
     /// The HTTP client; built once with the timeout, auth header and compression choice,
     /// its connection pool shared by all requests.

@@ -1,8 +1,4 @@
-//! The write-behind queue: predictions the store could not take are retried, each on its
-//! own schedule (exponential backoff, a bounded number of attempts the store answered,
-//! several at once), so one bad write never holds the others up; drained on shutdown. Every prediction given
-//! up (queue full, a permanent error, attempts used up, shutdown) is counted and logged
-//! with its data id and computing trace id, never silent.
+//! The write-behind queue: predictions the store could not take, retried in the background.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -86,6 +82,12 @@ impl Ord for Scheduled {
 }
 
 /// The producer side, shared by every request.
+///
+/// The write-behind queue: predictions the store could not take are retried, each on its
+/// own schedule (exponential backoff, a bounded number of attempts the store answered,
+/// several at once), so one bad write never holds the others up; drained on shutdown. Every prediction given
+/// up (queue full, a permanent error, attempts used up, shutdown) is counted and logged
+/// with its data id and computing trace id, never silent.
 pub struct WriteBehind {
     sender: mpsc::UnboundedSender<Item>,
     /// Set to the drain deadline when shutdown starts.

@@ -1,11 +1,4 @@
-//! Copies `ml.*` baggage entries onto the spans started in their context, capped in
-//! entries and bytes, never for a name the gateway owns, and never over an attribute
-//! the gateway sets on the span itself.
-//!
-//! The SDK appends every `set_attribute` without replacing an earlier value of the same
-//! key, so copying baggage at span start would give a span two `ml.batch.size` values.
-//! The entries are therefore kept aside at start and added at the end only under keys
-//! the span does not already carry, whichever was set first.
+//! Copies `ml.*` baggage entries onto the spans started in their context.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -66,7 +59,16 @@ impl Default for BaggageLimits {
     }
 }
 
-/// Wraps the exporting processor `inner`; see the module header.
+/// Wraps the exporting processor `inner`.
+///
+/// Copies `ml.*` baggage entries onto the spans started in their context, capped in
+/// entries and bytes, never for a name the gateway owns, and never over an attribute
+/// the gateway sets on the span itself.
+///
+/// The SDK appends every `set_attribute` without replacing an earlier value of the same
+/// key, so copying baggage at span start would give a span two `ml.batch.size` values.
+/// The entries are therefore kept aside at start and added at the end only under keys
+/// the span does not already carry, whichever was set first.
 #[derive(Debug)]
 pub struct BaggageAttributes<P> {
     inner: P,
