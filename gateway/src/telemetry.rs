@@ -168,10 +168,7 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
-            .map_err(|source| TelemetryError::Exporter {
-                signal: "traces",
-                source,
-            })?;
+            .map_err(exporter_error("traces"))?;
         // Baggage becomes attributes only of spans that leave the process.
         tracer_builder = tracer_builder.with_span_processor(BaggageAttributes::new(
             BatchSpanProcessor::builder(exporter).build(),
@@ -187,10 +184,7 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
             .with_tonic()
             .with_temporality(temporality(preference.as_deref()))
             .build()
-            .map_err(|source| TelemetryError::Exporter {
-                signal: "metrics",
-                source,
-            })?;
+            .map_err(exporter_error("metrics"))?;
         let provider = SdkMeterProvider::builder()
             .with_resource(resource.clone())
             .with_reader(PeriodicReader::builder(exporter).build())
@@ -205,10 +199,7 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         let exporter = opentelemetry_otlp::LogExporter::builder()
             .with_tonic()
             .build()
-            .map_err(|source| TelemetryError::Exporter {
-                signal: "logs",
-                source,
-            })?;
+            .map_err(exporter_error("logs"))?;
         Some(
             SdkLoggerProvider::builder()
                 .with_resource(resource)
@@ -234,6 +225,13 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         meter,
         logger,
     })
+}
+
+/// The error of `signal`'s OTLP exporter failing to build.
+fn exporter_error(
+    signal: &'static str,
+) -> impl FnOnce(opentelemetry_otlp::ExporterBuildError) -> TelemetryError {
+    move |source| TelemetryError::Exporter { signal, source }
 }
 
 /// Telemetry for in-process tests: propagators and spans with real ids, nothing exported.

@@ -174,6 +174,13 @@ mod tests {
             .report(CallOutcome::Unreachable);
     }
 
+    /// A breaker opened by one failure, with no cool-down: the next call is the trial.
+    fn due_for_a_trial() -> Arc<CircuitBreaker> {
+        let breaker = CircuitBreaker::new(1, Duration::ZERO);
+        fail(&breaker);
+        breaker
+    }
+
     #[test]
     fn a_closed_breaker_admits_calls_and_tolerates_fewer_failures_than_the_threshold() {
         let breaker = CircuitBreaker::new(3, Duration::from_secs(60));
@@ -202,8 +209,7 @@ mod tests {
 
     #[test]
     fn after_the_cool_down_one_trial_goes_through_and_its_success_closes_it() {
-        let breaker = CircuitBreaker::new(1, Duration::ZERO);
-        fail(&breaker);
+        let breaker = due_for_a_trial();
         let trial = breaker.admit().expect("the trial call");
         assert!(breaker.admit().is_err(), "others wait for the trial");
         trial.report(CallOutcome::Reached);
@@ -226,8 +232,7 @@ mod tests {
 
     #[test]
     fn a_dropped_trial_permit_lets_the_next_caller_make_the_trial() {
-        let breaker = CircuitBreaker::new(1, Duration::ZERO);
-        fail(&breaker);
+        let breaker = due_for_a_trial();
         let trial = breaker.admit().expect("the trial call");
         drop(trial);
         let next = breaker.admit().expect("the next caller is the new trial");
@@ -237,8 +242,7 @@ mod tests {
 
     #[test]
     fn a_trial_future_cancelled_by_a_deadline_never_wedges_the_circuit() {
-        let breaker = CircuitBreaker::new(1, Duration::ZERO);
-        fail(&breaker);
+        let breaker = due_for_a_trial();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

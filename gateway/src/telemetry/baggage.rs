@@ -174,6 +174,18 @@ mod tests {
         )
     }
 
+    /// The keys of the entries of `cx` that [`capped_entries`] keeps within these caps.
+    fn kept_keys(cx: &Context, max_entries: usize, max_bytes: usize) -> Vec<String> {
+        let limits = BaggageLimits {
+            max_entries,
+            max_bytes,
+        };
+        capped_entries(cx, limits)
+            .iter()
+            .map(|kv| kv.key.to_string())
+            .collect()
+    }
+
     #[test]
     fn only_ml_entries_not_owned_by_the_gateway_within_the_entry_cap_are_kept_in_key_order() {
         let cx = context(&[
@@ -183,14 +195,7 @@ mod tests {
             ("ml.data_id", "spoofed"),
             ("ml.b", "2"),
         ]);
-        let limits = BaggageLimits {
-            max_entries: 2,
-            max_bytes: 1024,
-        };
-        let kept: Vec<String> = capped_entries(&cx, limits)
-            .iter()
-            .map(|kv| kv.key.to_string())
-            .collect();
+        let kept = kept_keys(&cx, 2, 1024);
         assert_eq!(kept, ["ml.a", "ml.b"]);
     }
 
@@ -217,14 +222,7 @@ mod tests {
     #[test]
     fn entries_past_the_byte_cap_are_left_out() {
         let cx = context(&[("ml.a", "1"), ("ml.big", &"x".repeat(100)), ("ml.c", "3")]);
-        let limits = BaggageLimits {
-            max_entries: 16,
-            max_bytes: 20,
-        };
-        let kept: Vec<String> = capped_entries(&cx, limits)
-            .iter()
-            .map(|kv| kv.key.to_string())
-            .collect();
+        let kept = kept_keys(&cx, 16, 20);
         assert_eq!(kept, ["ml.a", "ml.c"]);
     }
 

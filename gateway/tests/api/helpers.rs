@@ -527,26 +527,20 @@ impl MockModelService {
             delay,
         });
         let server = MockServer::start().await;
-        let model = state.clone();
-        Mock::given(method("GET"))
-            .and(path("/model"))
-            .respond_with(move |_: &Request| {
-                ResponseTemplate::new(200).set_body_json(model.model_info())
-            })
-            .mount(&server)
-            .await;
-        let predict = state.clone();
-        Mock::given(method("POST"))
-            .and(path("/predict"))
-            .respond_with(move |request: &Request| predict.predict(request))
-            .mount(&server)
-            .await;
-        let batch = state.clone();
-        Mock::given(method("POST"))
-            .and(path("/predict/batch"))
-            .respond_with(move |request: &Request| batch.predict_batch(request))
-            .mount(&server)
-            .await;
+        // (method, path, the answer from the state)
+        let routes: [(Method, &str, MockRoute); 3] = [
+            (Method::GET, "/model", MockState::model_answer),
+            (Method::POST, "/predict", MockState::predict),
+            (Method::POST, "/predict/batch", MockState::predict_batch),
+        ];
+        for (verb, route, answer) in routes {
+            let state = state.clone();
+            Mock::given(method(verb))
+                .and(path(route))
+                .respond_with(move |request: &Request| answer(&state, request))
+                .mount(&server)
+                .await;
+        }
         Self { server, state }
     }
 
@@ -593,7 +587,14 @@ impl MockModelService {
     }
 }
 
+/// How the mock answers one of its routes.
+type MockRoute = fn(&MockState, &Request) -> ResponseTemplate;
+
 impl MockState {
+    fn model_answer(&self, _: &Request) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(self.model_info())
+    }
+
     fn answer(&self) -> MockAnswer {
         *self.answer.lock().unwrap()
     }
