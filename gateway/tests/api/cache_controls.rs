@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::helpers::{
     MockAnswer, MockModelService, StoreCall, TestApp, TestOptions, app_with, app_with_settings,
-    error_code, mock_model, poll_until, spawn_app,
+    error_code, mock_model, spawn_app,
 };
 
 /// Stores a prediction of `data_id` under the mock's model, computed `age` ago.
@@ -164,12 +164,7 @@ async fn a_no_store_request_does_not_stop_a_shared_computation_from_being_writte
         let app = app.clone();
         tokio::spawn(async move { app.predict_with("row-8", &["no-store"]).await })
     };
-    poll_until(
-        async || model.predict_calls().await > 0,
-        "the starter's model call",
-        Duration::from_secs(5),
-    )
-    .await;
+    model.wait_until_called("the starter's model call").await;
     let joiner = app.predict("row-8").await;
     let starter = starter.await.unwrap();
 

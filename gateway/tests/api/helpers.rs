@@ -544,6 +544,16 @@ impl MockModelService {
         Self { server, state }
     }
 
+    /// Polls until the mock has received a `POST /predict` (a request reached the model).
+    pub async fn wait_until_called(&self, description: &str) {
+        poll_until(
+            async || self.predict_calls().await > 0,
+            description,
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+
     /// `POST /predict/batch` calls received.
     pub async fn batch_calls(&self) -> usize {
         self.calls_to("/predict/batch").await

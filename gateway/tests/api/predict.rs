@@ -202,12 +202,9 @@ async fn requests_beyond_the_in_flight_cap_are_shed_with_503_and_retry_after() {
         })
     };
     // Wait until the first request holds the only slot (it reached the model).
-    poll_until(
-        async || model.predict_calls().await > 0,
-        "the first request to reach the model",
-        Duration::from_secs(5),
-    )
-    .await;
+    model
+        .wait_until_called("the first request to reach the model")
+        .await;
 
     let response = app.predict("row-10").await;
 
