@@ -3,14 +3,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::openapi::{body_errors, declare_errors, layer_errors, model_errors};
-use super::{AppState, cache_status_header};
+use super::{AppState, ObjectBody, cache_status_header, parse_object_body};
 use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction, RequestDirectives};
 use crate::error::ApiError;
 use crate::prediction_service::Outcome;
@@ -84,12 +83,9 @@ declare_errors!(
 pub async fn predict(
     State(state): State<AppState>,
     directives: RequestDirectives,
-    body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
+    body: ObjectBody,
 ) -> Result<([(HeaderName, HeaderValue); 1], Json<PredictionResponse>), ApiError> {
-    // An object first: serde would otherwise read `["id"]` as a `PredictRequest`.
-    let Json(object) = body?;
-    let request: PredictRequest = serde_json::from_value(object.into())
-        .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))?;
+    let request: PredictRequest = parse_object_body(body)?;
     let data_id = DataId::parse(&request.data_id)?;
     let outcome = state.predictions.predict(data_id, directives).await?;
     Ok((cache_status_header(&outcome.status), Json(outcome.into())))

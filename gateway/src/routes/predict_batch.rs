@@ -3,14 +3,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::openapi::{body_errors, declare_errors, layer_errors, model_errors};
-use super::{AppState, cache_status_header};
+use super::{AppState, ObjectBody, cache_status_header, parse_object_body};
 use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction, RequestDirectives};
 use crate::error::ApiError;
 use crate::telemetry;
@@ -108,11 +107,9 @@ declare_errors!(
 pub async fn predict_batch(
     State(state): State<AppState>,
     directives: RequestDirectives,
-    body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
+    body: ObjectBody,
 ) -> Result<([(HeaderName, HeaderValue); 1], Json<BatchResponse>), ApiError> {
-    let Json(object) = body?;
-    let request: BatchRequest = serde_json::from_value(object.into())
-        .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))?;
+    let request: BatchRequest = parse_object_body(body)?;
     let limit = state.max_batch_size;
     if request.data_ids.is_empty() || request.data_ids.len() > limit {
         return Err(ApiError::InvalidBody(format!(
