@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def bed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bed")
+
+
+@pytest.fixture(scope="session")
+def venv_bin() -> Path:
+    """The provisioned venv's bin folder, the one running this pytest."""
+    return Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")

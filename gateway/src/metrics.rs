@@ -1,7 +1,4 @@
 //! The gateway's instruments, named and bucketed by the OpenTelemetry semantic conventions.
-//!
-//! Attributes are low-cardinality only (method, route, status, outcome): never
-//! ids or paths, which would blow the per-instrument cardinality limit.
 
 use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
 
@@ -13,6 +10,9 @@ const HTTP_BUCKETS: [f64; 14] = [
 const DB_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
 
 /// Every instrument, built once from the global meter provider (after telemetry set-up).
+///
+/// Attributes are low-cardinality only (method, route, status, outcome): never
+/// ids or paths, which would blow the per-instrument cardinality limit.
 #[derive(Clone)]
 pub struct Metrics {
     /// `http.server.request.duration`, seconds.

@@ -1,6 +1,4 @@
-//! The layer stack of the API routes, declared in one function: the HTTP server span
-//! (with W3C context extracted and `traceresponse` set), panic catching, load shedding
-//! over a global in-flight cap, the total request deadline, and the body size limit.
+//! The layer stack of the API routes, declared in one function.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -34,6 +32,10 @@ use crate::metrics::Metrics;
 use crate::telemetry;
 
 /// Wraps `router` in the API layer stack; every limit comes from `settings`.
+///
+/// The layer stack of the API routes, declared in one function: the HTTP server span
+/// (with W3C context extracted and `traceresponse` set), panic catching, load shedding
+/// over a global in-flight cap, the total request deadline, and the body size limit.
 pub fn apply<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     settings: &ServerSettings,

@@ -1,10 +1,4 @@
-//! `gateway purge --keep N`: deletes the stored predictions of model runs no longer kept
-//! (SPEC "Cache semantics", retention), for a scheduled job such as a Kubernetes CronJob.
-//!
-//! Kept: the run the model service serves now (`GET /model`) and the `N` other runs with
-//! the most recent predictions (rollback targets). Everything else in the alias goes, in
-//! one delete-by-query. Without an answer from the model service nothing is deleted: the
-//! live run is the one thing a purge must never guess.
+//! `gateway purge --keep N`: deletes the stored predictions of model runs no longer kept.
 
 use serde::Serialize;
 
@@ -82,6 +76,14 @@ impl PurgeArgs {
 }
 
 /// Runs the purge against the store and model service of `settings`.
+///
+/// `gateway purge --keep N`: deletes the stored predictions of model runs no longer kept
+/// (SPEC "Cache semantics", retention), for a scheduled job such as a Kubernetes CronJob.
+///
+/// Kept: the run the model service serves now (`GET /model`) and the `N` other runs with
+/// the most recent predictions (rollback targets). Everything else in the alias goes, in
+/// one delete-by-query. Without an answer from the model service nothing is deleted: the
+/// live run is the one thing a purge must never guess.
 pub async fn purge(settings: &Settings, args: PurgeArgs) -> Result<PurgeSummary, PurgeError> {
     if settings.store.url.is_none() {
         return Err(PurgeError::NoStore);

@@ -1,9 +1,4 @@
-//! The HTTP server under the router: accepts connections within a cap, closes those that
-//! are slow to send a request head or sit idle, and shuts down in stages (stop accepting,
-//! let in-flight requests finish within a grace period, close the rest).
-//!
-//! `axum::serve` sets none of these limits (hyper has no timer there), so slow or idle
-//! clients could hold connections and file descriptors without bound.
+//! The HTTP server under the router, with the connection limits `axum::serve` lacks.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -96,6 +91,13 @@ impl Shutdown {
 
 /// Serves `router` on `listener` within `limits` until [`Shutdown::stop_accepting`],
 /// then returns once every connection finished or the grace period ran out.
+///
+/// The HTTP server under the router: accepts connections within a cap, closes those that
+/// are slow to send a request head or sit idle, and shuts down in stages (stop accepting,
+/// let in-flight requests finish within a grace period, close the rest).
+///
+/// `axum::serve` sets none of these limits (hyper has no timer there), so slow or idle
+/// clients could hold connections and file descriptors without bound.
 pub async fn serve(
     listener: TcpListener,
     router: Router,

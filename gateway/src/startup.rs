@@ -1,7 +1,4 @@
-//! `Application`: builds the store, clients and router, binds first (port 0 allowed),
-//! exposes the real address, serves until a shutdown future completes, then shuts down
-//! in stages: readiness fails at once, requests are still served for a drain delay, then
-//! the server stops accepting and in-flight requests get a grace period.
+//! `Application`: a bound gateway (port 0 allowed) served until a shutdown future completes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -72,6 +69,11 @@ impl From<ModelClientError> for StartupError {
 }
 
 /// A bound, ready-to-serve gateway.
+///
+/// Builds the store, clients and router, binds first (port 0 allowed),
+/// exposes the real address, serves until a shutdown future completes, then shuts down
+/// in stages: readiness fails at once, requests are still served for a drain delay, then
+/// the server stops accepting and in-flight requests get a grace period.
 pub struct Application {
     /// Bound before serving, so the real port is known (port 0 in tests).
     listener: TcpListener,
@@ -223,44 +225,82 @@ impl Application {
 /// bypass its cache (or compute without leases).
 async fn ensure_index(store: &ElasticsearchStore) -> Result<(), StoreError> {
     let deadline = Instant::now() + STORE_STARTUP_DEADLINE;
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match store.ensure_index().await {
-            Ok(()) => break,
-            Err(error @ StoreError::Unreachable(_)) if Instant::now() < deadline => {
+    let created = Backoff::new(deadline, Duration::from_millis(200), Duration::from_secs(2));
+    created
+        .retry(
+            || store.ensure_index(),
+            |error| matches!(error, StoreError::Unreachable(_)),
+            |error| {
                 tracing::warn!(
-                    cause = &error as &dyn std::error::Error,
+                    cause = error as &dyn std::error::Error,
                     "store not reachable yet; retrying"
                 );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(error) => return Err(error),
-        }
-    }
+            },
+        )
+        .await?;
     let probe = PredictionKey {
         model_name: "startup-probe".into(),
         model_version: "0".into(),
         run_id: "0".into(),
         data_id: DataId::parse("startup-probe").expect("the probe's id is a valid data id"),
     };
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let readable = async {
-            store.get(&probe).await?;
-            store.lease(&probe).await
-        };
-        match readable.await {
-            Ok(_) => return Ok(()),
-            Err(error) if Instant::now() < deadline => {
+    let readable = Backoff::new(deadline, Duration::from_millis(50), Duration::from_secs(1));
+    readable
+        .retry(
+            || async {
+                store.get(&probe).await?;
+                store.lease(&probe).await
+            },
+            |_| true,
+            |error| {
                 tracing::info!(
-                    cause = &error as &dyn std::error::Error,
+                    cause = error as &dyn std::error::Error,
                     "index not readable yet; waiting"
                 );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
+            },
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Retries of a start-up step: delays doubling from `first` up to `max`, until `deadline`.
+struct Backoff {
+    deadline: Instant,
+    first: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(deadline: Instant, first: Duration, max: Duration) -> Self {
+        Self {
+            deadline,
+            first,
+            max,
+        }
+    }
+
+    /// Runs `attempt` until it succeeds; an error is returned once the deadline has passed
+    /// or when `retryable` says retrying cannot help, else reported to `on_retry`.
+    async fn retry<T, E, F>(
+        &self,
+        mut attempt: impl FnMut() -> F,
+        retryable: impl Fn(&E) -> bool,
+        on_retry: impl Fn(&E),
+    ) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let mut delay = self.first;
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(error) if Instant::now() < self.deadline && retryable(&error) => {
+                    on_retry(&error);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.max);
+                }
+                Err(error) => return Err(error),
             }
-            Err(error) => return Err(error),
         }
     }
 }

@@ -1,20 +1,4 @@
-//! Telemetry set-up, in one place: tracer, meter and logger providers exporting OTLP over
-//! gRPC as the standard `OTEL_*` variables say, W3C propagators, the tracing subscriber,
-//! and the guard that flushes everything on shutdown.
-//!
-//! Honoured here because the SDK does not read them: `OTEL_SDK_DISABLED` and
-//! `OTEL_{TRACES,METRICS,LOGS}_EXPORTER` (`otlp` or `none`). With telemetry disabled,
-//! spans are still created (so responses carry trace ids) but nothing is exported.
-//!
-//! One default differs from the SDK's: metrics are exported with delta temporality unless
-//! `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` says otherwise, as Elastic's EDOT
-//! SDKs (and so the model service) do, because the collector's elasticsearch exporter
-//! drops cumulative histograms. Set but empty counts as unset, as for every `OTEL_*`
-//! variable.
-//!
-//! Baggage copied onto spans is capped by `GATEWAY__TELEMETRY__BAGGAGE_MAX_ENTRIES`
-//! (default 16) and `GATEWAY__TELEMETRY__BAGGAGE_MAX_BYTES` (default 1024), read here
-//! with the `OTEL_*` variables because they shape telemetry only.
+//! Telemetry set-up, in one place, with the guard that flushes it on shutdown.
 
 mod baggage;
 mod logs;
@@ -147,6 +131,24 @@ impl Exports {
 
 /// Sets up propagators, providers and the global subscriber. Call once, from `main`,
 /// inside the Tokio runtime (the gRPC exporters are built there).
+///
+/// What it sets up: tracer, meter and logger providers exporting OTLP over
+/// gRPC as the standard `OTEL_*` variables say, W3C propagators, the tracing subscriber,
+/// and the guard that flushes everything on shutdown.
+///
+/// Honoured here because the SDK does not read them: `OTEL_SDK_DISABLED` and
+/// `OTEL_{TRACES,METRICS,LOGS}_EXPORTER` (`otlp` or `none`). With telemetry disabled,
+/// spans are still created (so responses carry trace ids) but nothing is exported.
+///
+/// One default differs from the SDK's: metrics are exported with delta temporality unless
+/// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` says otherwise, as Elastic's EDOT
+/// SDKs (and so the model service) do, because the collector's elasticsearch exporter
+/// drops cumulative histograms. Set but empty counts as unset, as for every `OTEL_*`
+/// variable.
+///
+/// Baggage copied onto spans is capped by `GATEWAY__TELEMETRY__BAGGAGE_MAX_ENTRIES`
+/// (default 16) and `GATEWAY__TELEMETRY__BAGGAGE_MAX_BYTES` (default 1024), read here
+/// with the `OTEL_*` variables because they shape telemetry only.
 pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
     let var = |name: &str| std::env::var(name).ok();
     let exports = Exports::from_env(var);
@@ -166,10 +168,7 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
-            .map_err(|source| TelemetryError::Exporter {
-                signal: "traces",
-                source,
-            })?;
+            .map_err(exporter_error("traces"))?;
         // Baggage becomes attributes only of spans that leave the process.
         tracer_builder = tracer_builder.with_span_processor(BaggageAttributes::new(
             BatchSpanProcessor::builder(exporter).build(),
@@ -185,10 +184,7 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
             .with_tonic()
             .with_temporality(temporality(preference.as_deref()))
             .build()
-            .map_err(|source| TelemetryError::Exporter {
-                signal: "metrics",
-                source,
-            })?;
+            .map_err(exporter_error("metrics"))?;
         let provider = SdkMeterProvider::builder()
             .with_resource(resource.clone())
             .with_reader(PeriodicReader::builder(exporter).build())
@@ -203,10 +199,7 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         let exporter = opentelemetry_otlp::LogExporter::builder()
             .with_tonic()
             .build()
-            .map_err(|source| TelemetryError::Exporter {
-                signal: "logs",
-                source,
-            })?;
+            .map_err(exporter_error("logs"))?;
         Some(
             SdkLoggerProvider::builder()
                 .with_resource(resource)
@@ -232,6 +225,13 @@ pub fn init(log_format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         meter,
         logger,
     })
+}
+
+/// The error of `signal`'s OTLP exporter failing to build.
+fn exporter_error(
+    signal: &'static str,
+) -> impl FnOnce(opentelemetry_otlp::ExporterBuildError) -> TelemetryError {
+    move |source| TelemetryError::Exporter { signal, source }
 }
 
 /// Telemetry for in-process tests: propagators and spans with real ids, nothing exported.
@@ -306,7 +306,7 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
 }
 
 /// The metric temporality `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` asks for:
-/// delta when unset or empty (see the module header), or when it names no temporality.
+/// delta when unset or empty (see [`init`]), or when it names no temporality.
 fn temporality(preference: Option<&str>) -> Temporality {
     match preference.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         None | Some("" | "delta") => Temporality::Delta,

@@ -107,7 +107,7 @@ class FaultSettingsBody(BaseModel):
 
     @classmethod
     def of(cls, settings: FaultSettings) -> FaultSettingsBody:
-        return cls(latency_ms=settings.latency_ms, error_rate=settings.error_rate)
+        return cls.model_validate(settings, from_attributes=True)
 
     def to_settings(self) -> FaultSettings:
         return FaultSettings(latency_ms=self.latency_ms, error_rate=self.error_rate)
@@ -120,11 +120,7 @@ class StatsResponse(BaseModel):
 
     @classmethod
     def of(cls, stats: ServingStats) -> StatsResponse:
-        return cls(
-            predict_requests=stats.predict_requests,
-            batch_requests=stats.batch_requests,
-            predicted_ids=stats.predicted_ids,
-        )
+        return cls.model_validate(stats, from_attributes=True)
 
 
 class ErrorDetail(BaseModel):

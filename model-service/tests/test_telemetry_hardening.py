@@ -30,6 +30,13 @@ TRACEPARENT = f"00-{CALLER_TRACE_ID}-b7ad6b7169203331-01"
 SPOOFING_BAGGAGE = "ml.run_id=spoofed-run,ml.model.version=v999,ml.data_id=spoofed,ml.cache.result=hit,ml.ok=kept"
 
 
+def _predict_server_span(client, telemetry, headers: list[tuple[str, str]]):
+    """The server span of one `POST /predict` of `KNOWN_ID` sent with these header fields."""
+    client.post("/predict", json={"data_id": KNOWN_ID}, headers=headers)
+    [server] = telemetry.spans_named("POST /predict")
+    return server
+
+
 def test_baggage_never_sets_an_attribute_the_service_sets_itself_on_any_span(client, telemetry):
     body = client.post("/predict", json={"data_id": KNOWN_ID}, headers={"baggage": SPOOFING_BAGGAGE}).json()
 
@@ -78,13 +85,9 @@ def test_the_baggage_caps_take_entries_in_order_until_one_is_reached(description
 
 
 def test_repeated_baggage_fields_are_combined(client, telemetry):
-    client.post(
-        "/predict",
-        json={"data_id": KNOWN_ID},
-        headers=[("traceparent", TRACEPARENT), ("baggage", "ml.a=1"), ("baggage", "ml.b=2")],
+    server = _predict_server_span(
+        client, telemetry, [("traceparent", TRACEPARENT), ("baggage", "ml.a=1"), ("baggage", "ml.b=2")]
     )
-
-    [server] = telemetry.spans_named("POST /predict")
     assert server.attributes["ml.a"] == "1"
     assert server.attributes["ml.b"] == "2"
 
@@ -92,21 +95,15 @@ def test_repeated_baggage_fields_are_combined(client, telemetry):
 def test_two_traceparent_fields_start_a_new_trace(client, telemetry):
     other = f"00-{'1' * 32}-{'2' * 16}-01"
 
-    client.post("/predict", json={"data_id": KNOWN_ID}, headers=[("traceparent", TRACEPARENT), ("traceparent", other)])
-
-    [server] = telemetry.spans_named("POST /predict")
+    server = _predict_server_span(client, telemetry, [("traceparent", TRACEPARENT), ("traceparent", other)])
     assert server.parent is None
     assert format(server.context.trace_id, "032x") not in (CALLER_TRACE_ID, "1" * 32)
 
 
 def test_repeated_tracestate_fields_are_combined_on_the_callers_context(client, telemetry):
-    client.post(
-        "/predict",
-        json={"data_id": KNOWN_ID},
-        headers=[("traceparent", TRACEPARENT), ("tracestate", "a=1"), ("tracestate", "b=2")],
+    server = _predict_server_span(
+        client, telemetry, [("traceparent", TRACEPARENT), ("tracestate", "a=1"), ("tracestate", "b=2")]
     )
-
-    [server] = telemetry.spans_named("POST /predict")
     assert format(server.parent.trace_id, "032x") == CALLER_TRACE_ID
     assert list(server.parent.trace_state.items()) == [("a", "1"), ("b", "2")]
 

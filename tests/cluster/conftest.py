@@ -4,7 +4,6 @@ stopped after it, and the figures each case prints."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,11 +12,12 @@ import pytest
 from cluster.cluster_bed import ALIAS, GREEN_TIMEOUT_SECONDS
 from faults.fault_bed import MODEL_SERVICE_ENV
 from harness.gateway import Gateway
-from harness.model_service import RunningModelService, start_model_service
+from harness.model_service import RunningModelService
+from harness.module_bed import Figures, faults_off, gateway_starter, module_model_service
 from harness.provisioning import provisioned
 from harness.search_cluster import SearchCluster
 
-_FIGURES: list[str] = []
+_FIGURES = Figures("cluster module figures (latencies reported, not asserted)")
 
 
 @pytest.fixture(scope="package")
@@ -26,16 +26,10 @@ def cluster_dir(bed_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="package")
-def venv_bin() -> Path:
-    return Path(sys.executable).parent
-
-
-@pytest.fixture(scope="package")
 def search_cluster(cluster_dir: Path) -> Iterator[SearchCluster]:
     """Three search nodes of this module alone, formed into one cluster; its cases kill nodes."""
     cluster = SearchCluster.start(provisioned("provision-search-node.sh"), cluster_dir)
-    _FIGURES.append(f"[cluster] 3 nodes started and green in {cluster.started_in:.1f}s (cold: new data folders)")
-    print(_FIGURES[-1])
+    _FIGURES.add(f"[cluster] 3 nodes started and green in {cluster.started_in:.1f}s (cold: new data folders)")
     try:
         yield cluster
     finally:
@@ -56,21 +50,15 @@ def green_cluster(search_cluster: SearchCluster) -> SearchCluster:
 @pytest.fixture(scope="package")
 def model(venv_bin: Path, cluster_dir: Path) -> Iterator[RunningModelService]:
     """The model service every replica of the module calls (injected faults reset per case)."""
-    service = start_model_service(venv_bin, cluster_dir, extra_env=MODEL_SERVICE_ENV, name="model-service-cluster")
-    try:
+    with module_model_service(venv_bin, cluster_dir, MODEL_SERVICE_ENV, "model-service-cluster") as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture
 def healthy_model(model: RunningModelService) -> Iterator[RunningModelService]:
     """The shared model service with injection off before and after the case."""
-    model.set_faults()
-    try:
+    with faults_off(model):
         yield model
-    finally:
-        model.set_faults()
 
 
 @pytest.fixture
@@ -79,36 +67,15 @@ def replicas(
 ) -> Iterator[Callable[..., Gateway]]:
     """Starts gateway replicas on the cluster's node list (`Gateway.start` keyword arguments;
     `store_url` replaces the list) calling the shared model, and stops every one after the case."""
-    started: list[Gateway] = []
-
-    def start(**kwargs: object) -> Gateway:
-        kwargs.setdefault("store_url", green_cluster.url_list)
-        kwargs.setdefault("index_alias", ALIAS)
-        gateway = Gateway.start(cluster_dir, healthy_model.url, **kwargs)
-        started.append(gateway)
-        return gateway
-
-    try:
+    with gateway_starter(cluster_dir, healthy_model.url, store_url=green_cluster.url_list, index_alias=ALIAS) as start:
         yield start
-    finally:
-        for gateway in reversed(started):
-            gateway.stop()
 
 
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """Prints a figure line and keeps it for the run's summary ("cluster module figures")."""
-
-    def report(line: str) -> None:
-        text = f"[{request.node.name}] {line}"
-        print(text)
-        _FIGURES.append(text)
-
-    return report
+    return _FIGURES.reporter(request)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _FIGURES:
-        terminalreporter.section("cluster module figures (latencies reported, not asserted)")
-        for line in _FIGURES:
-            terminalreporter.write_line(line)
+    _FIGURES.write_summary(terminalreporter)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,21 +14,17 @@ import pytest
 
 from faults.fault_bed import ALIAS, MODEL_SERVICE_ENV, signal_group
 from harness.gateway import Gateway
-from harness.model_service import RunningModelService, start_model_service
+from harness.model_service import RunningModelService
+from harness.module_bed import Figures, faults_off, gateway_starter, module_model_service
 from harness.provisioning import provisioned
 from harness.search_node import SearchNode
 
-_FIGURES: list[str] = []
+_FIGURES = Figures("fault module figures (latencies reported, not asserted)")
 
 
 @pytest.fixture(scope="package")
 def fault_dir(bed_dir: Path) -> Path:
     return bed_dir / "faults"
-
-
-@pytest.fixture(scope="package")
-def venv_bin() -> Path:
-    return Path(sys.executable).parent
 
 
 @pytest.fixture(scope="package")
@@ -45,39 +40,26 @@ def fault_node(fault_dir: Path) -> Iterator[SearchNode]:
 @pytest.fixture(scope="package")
 def model(venv_bin: Path, fault_dir: Path) -> Iterator[RunningModelService]:
     """The model service shared by the cases that only slow it down (faults reset after each)."""
-    service = start_model_service(venv_bin, fault_dir, extra_env=MODEL_SERVICE_ENV, name="model-service-faults")
-    try:
+    with module_model_service(venv_bin, fault_dir, MODEL_SERVICE_ENV, "model-service-faults") as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture
 def healthy_model(model: RunningModelService) -> Iterator[RunningModelService]:
     """The shared model service with injection off before and after the test."""
-    model.set_faults()
-    try:
-        yield model
-    finally:
-        signal_group(model.process, signal.SIGCONT)
-        model.set_faults()
+    with faults_off(model):
+        try:
+            yield model
+        finally:
+            # A case may leave it frozen: thaw it first, or it cannot answer the reset.
+            signal_group(model.process, signal.SIGCONT)
 
 
 @pytest.fixture
 def gateways(fault_dir: Path) -> Iterator[Callable[..., Gateway]]:
     """Starts gateways (`Gateway.start` arguments, work folder given) and stops every one after the test."""
-    started: list[Gateway] = []
-
-    def start(*args: object, **kwargs: object) -> Gateway:
-        gateway = Gateway.start(fault_dir, *args, **kwargs)
-        started.append(gateway)
-        return gateway
-
-    try:
+    with gateway_starter(fault_dir) as start:
         yield start
-    finally:
-        for gateway in reversed(started):
-            gateway.stop()
 
 
 @pytest.fixture
@@ -97,17 +79,8 @@ def shared_model_gateways(
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """Prints a figure line and keeps it for the run's summary ("fault module figures")."""
-
-    def report(line: str) -> None:
-        text = f"[{request.node.name}] {line}"
-        print(text)
-        _FIGURES.append(text)
-
-    return report
+    return _FIGURES.reporter(request)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _FIGURES:
-        terminalreporter.section("fault module figures (latencies reported, not asserted)")
-        for line in _FIGURES:
-            terminalreporter.write_line(line)
+    _FIGURES.write_summary(terminalreporter)

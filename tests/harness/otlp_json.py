@@ -4,14 +4,15 @@ into flat records that tests can assert on."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 SPAN_KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 STATUS_CODES = {0: "unset", 1: "ok", 2: "error"}
 METRIC_DATA_TYPES = ("sum", "gauge", "histogram", "exponentialHistogram", "summary")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -112,65 +113,73 @@ def records(path: Path, signal: str, items: str) -> Iterator[tuple[dict[str, Any
                     yield resource, scope_name, record
 
 
+def _read(path: Path, signal: str, items: str, record: Callable[[dict[str, Any], str, dict[str, Any]], R]) -> list[R]:
+    """`record(resource, scope_name, item)` of each record of one signal (as `records` yields them)."""
+    return [record(resource, scope_name, item) for resource, scope_name, item in records(path, signal, items)]
+
+
+def _span(resource: dict[str, Any], scope_name: str, span: dict[str, Any]) -> SpanRecord:
+    return SpanRecord(
+        trace_id=span.get("traceId", ""),
+        span_id=span.get("spanId", ""),
+        parent_span_id=span.get("parentSpanId", ""),
+        trace_state=span.get("traceState", ""),
+        name=span.get("name", ""),
+        kind=SPAN_KINDS.get(span.get("kind", 0), "unspecified"),
+        service_name=resource.get("service.name", ""),
+        resource=resource,
+        scope_name=scope_name,
+        attributes=attributes(span.get("attributes", [])),
+        attribute_keys=[kv["key"] for kv in span.get("attributes", [])],
+        links=[
+            {
+                "trace_id": link.get("traceId", ""),
+                "span_id": link.get("spanId", ""),
+                "attributes": attributes(link.get("attributes", [])),
+            }
+            for link in span.get("links", [])
+        ],
+        status_code=STATUS_CODES.get(span.get("status", {}).get("code", 0), "unset"),
+        status_message=span.get("status", {}).get("message", ""),
+        events=[
+            {"name": event.get("name", ""), "attributes": attributes(event.get("attributes", []))}
+            for event in span.get("events", [])
+        ],
+        start_ns=int(span.get("startTimeUnixNano", 0)),
+        end_ns=int(span.get("endTimeUnixNano", 0)),
+    )
+
+
+def _log(resource: dict[str, Any], _scope_name: str, record: dict[str, Any]) -> LogRecordView:
+    return LogRecordView(
+        trace_id=record.get("traceId", ""),
+        span_id=record.get("spanId", ""),
+        body=any_value(record.get("body", {})),
+        severity_text=record.get("severityText", ""),
+        attributes=attributes(record.get("attributes", [])),
+        service_name=resource.get("service.name", ""),
+        resource=resource,
+        event_name=record.get("eventName", ""),
+        time_unix_nano=int(record.get("timeUnixNano", 0)),
+    )
+
+
+def _metric(resource: dict[str, Any], _scope_name: str, metric: dict[str, Any]) -> MetricRecord:
+    return MetricRecord(
+        name=metric.get("name", ""),
+        service_name=resource.get("service.name", ""),
+        unit=metric.get("unit", ""),
+        data_points=next((metric[kind] for kind in METRIC_DATA_TYPES if kind in metric), {}).get("dataPoints", []),
+    )
+
+
 def spans(path: Path) -> list[SpanRecord]:
-    return [
-        SpanRecord(
-            trace_id=span.get("traceId", ""),
-            span_id=span.get("spanId", ""),
-            parent_span_id=span.get("parentSpanId", ""),
-            trace_state=span.get("traceState", ""),
-            name=span.get("name", ""),
-            kind=SPAN_KINDS.get(span.get("kind", 0), "unspecified"),
-            service_name=resource.get("service.name", ""),
-            resource=resource,
-            scope_name=scope_name,
-            attributes=attributes(span.get("attributes", [])),
-            attribute_keys=[kv["key"] for kv in span.get("attributes", [])],
-            links=[
-                {
-                    "trace_id": link.get("traceId", ""),
-                    "span_id": link.get("spanId", ""),
-                    "attributes": attributes(link.get("attributes", [])),
-                }
-                for link in span.get("links", [])
-            ],
-            status_code=STATUS_CODES.get(span.get("status", {}).get("code", 0), "unset"),
-            status_message=span.get("status", {}).get("message", ""),
-            events=[
-                {"name": event.get("name", ""), "attributes": attributes(event.get("attributes", []))}
-                for event in span.get("events", [])
-            ],
-            start_ns=int(span.get("startTimeUnixNano", 0)),
-            end_ns=int(span.get("endTimeUnixNano", 0)),
-        )
-        for resource, scope_name, span in records(path, "Spans", "spans")
-    ]
+    return _read(path, "Spans", "spans", _span)
 
 
 def logs(path: Path) -> list[LogRecordView]:
-    return [
-        LogRecordView(
-            trace_id=record.get("traceId", ""),
-            span_id=record.get("spanId", ""),
-            body=any_value(record.get("body", {})),
-            severity_text=record.get("severityText", ""),
-            attributes=attributes(record.get("attributes", [])),
-            service_name=resource.get("service.name", ""),
-            resource=resource,
-            event_name=record.get("eventName", ""),
-            time_unix_nano=int(record.get("timeUnixNano", 0)),
-        )
-        for resource, _, record in records(path, "Logs", "logRecords")
-    ]
+    return _read(path, "Logs", "logRecords", _log)
 
 
 def metrics(path: Path) -> list[MetricRecord]:
-    return [
-        MetricRecord(
-            name=metric.get("name", ""),
-            service_name=resource.get("service.name", ""),
-            unit=metric.get("unit", ""),
-            data_points=next((metric[kind] for kind in METRIC_DATA_TYPES if kind in metric), {}).get("dataPoints", []),
-        )
-        for resource, _, metric in records(path, "Metrics", "metrics")
-    ]
+    return _read(path, "Metrics", "metrics", _metric)

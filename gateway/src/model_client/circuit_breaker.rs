@@ -1,16 +1,18 @@
-//! A circuit breaker for the model service: after repeated failures to reach it, misses
-//! fail fast (503 with `Retry-After`) instead of each waiting for a timeout; after a
-//! cool-down one trial call goes through, and a success closes the circuit again.
-//!
-//! The right to call is a [`Permit`]: whatever happens to the call (answered, failed,
-//! or its future dropped by a client hang-up or a deadline), the permit reports an
-//! outcome when it goes away, so the half-open state can never wait for a report that
-//! cannot come.
+//! A circuit breaker for the model service: misses fail fast while it keeps failing.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Breaker state, shared by every request.
+///
+/// A circuit breaker for the model service: after repeated failures to reach it, misses
+/// fail fast (503 with `Retry-After`) instead of each waiting for a timeout; after a
+/// cool-down one trial call goes through, and a success closes the circuit again.
+///
+/// The right to call is a [`Permit`]: whatever happens to the call (answered, failed,
+/// or its future dropped by a client hang-up or a deadline), the permit reports an
+/// outcome when it goes away, so the half-open state can never wait for a report that
+/// cannot come.
 #[derive(Debug)]
 pub struct CircuitBreaker {
     /// Consecutive failures that open the circuit.
@@ -172,6 +174,13 @@ mod tests {
             .report(CallOutcome::Unreachable);
     }
 
+    /// A breaker opened by one failure, with no cool-down: the next call is the trial.
+    fn due_for_a_trial() -> Arc<CircuitBreaker> {
+        let breaker = CircuitBreaker::new(1, Duration::ZERO);
+        fail(&breaker);
+        breaker
+    }
+
     #[test]
     fn a_closed_breaker_admits_calls_and_tolerates_fewer_failures_than_the_threshold() {
         let breaker = CircuitBreaker::new(3, Duration::from_secs(60));
@@ -200,8 +209,7 @@ mod tests {
 
     #[test]
     fn after_the_cool_down_one_trial_goes_through_and_its_success_closes_it() {
-        let breaker = CircuitBreaker::new(1, Duration::ZERO);
-        fail(&breaker);
+        let breaker = due_for_a_trial();
         let trial = breaker.admit().expect("the trial call");
         assert!(breaker.admit().is_err(), "others wait for the trial");
         trial.report(CallOutcome::Reached);
@@ -224,8 +232,7 @@ mod tests {
 
     #[test]
     fn a_dropped_trial_permit_lets_the_next_caller_make_the_trial() {
-        let breaker = CircuitBreaker::new(1, Duration::ZERO);
-        fail(&breaker);
+        let breaker = due_for_a_trial();
         let trial = breaker.admit().expect("the trial call");
         drop(trial);
         let next = breaker.admit().expect("the next caller is the new trial");
@@ -235,8 +242,7 @@ mod tests {
 
     #[test]
     fn a_trial_future_cancelled_by_a_deadline_never_wedges_the_circuit() {
-        let breaker = CircuitBreaker::new(1, Duration::ZERO);
-        fail(&breaker);
+        let breaker = due_for_a_trial();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

@@ -1,11 +1,4 @@
-//! The cache-aside prediction path: look the prediction up for the live model run,
-//! compute it on a miss, store it with the computing trace, as the client's RFC 9111
-//! request directives allow. Coalescing (in process and across replicas), the live model
-//! and readiness have a file each.
-//!
-//! Computations are detached from the requests that wait for them: a model call and its
-//! store write run in their own task, inside the trace of the request that started them,
-//! so a client hang-up or a request deadline never throws shared work away.
+//! The cache-aside prediction path for the live model run.
 
 mod coalescing;
 mod leases;
@@ -84,6 +77,15 @@ pub struct BatchOutcome {
 }
 
 /// The cache-aside logic; no HTTP types.
+///
+/// The cache-aside prediction path: look the prediction up for the live model run,
+/// compute it on a miss, store it with the computing trace, as the client's RFC 9111
+/// request directives allow. Coalescing (in process and across replicas), the live model
+/// and readiness have a file each.
+///
+/// Computations are detached from the requests that wait for them: a model call and its
+/// store write run in their own task, inside the trace of the request that started them,
+/// so a client hang-up or a request deadline never throws shared work away.
 pub struct PredictionService {
     /// Where predictions are kept.
     store: Arc<dyn PredictionStore>,

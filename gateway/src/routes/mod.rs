@@ -9,7 +9,8 @@ mod predictions;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::{Json, Router};
 use std::convert::Infallible;
 
 use axum::extract::FromRequestParts;
@@ -29,6 +30,17 @@ pub use openapi::{DeclaredErrors, body_errors, fallback_errors, layer_errors};
 pub use predict::PredictErrors;
 pub use predict_batch::PredictBatchErrors;
 pub use predictions::GetPredictionErrors;
+
+/// A JSON request body as axum reads it: an object, or why it is not one.
+type ObjectBody = Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>;
+
+/// The request `T` in `body`. An object first: serde would otherwise read an array such as
+/// `["id"]` as a `T` (a struct deserializes from a sequence too).
+fn parse_object_body<T: serde::de::DeserializeOwned>(body: ObjectBody) -> Result<T, ApiError> {
+    let Json(object) = body?;
+    serde_json::from_value(object.into())
+        .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))
+}
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -56,6 +56,32 @@ pub trait DeclaredErrors {
     fn errors() -> Vec<ApiError>;
 }
 
+/// Declares a route's error answers once: the [`DeclaredErrors`] impl of `$errors` (the
+/// shared `groups` then the route's `own` errors) and the `utoipa::IntoResponses` impl its
+/// `#[utoipa::path]` names. A macro because a blanket `IntoResponses` impl over
+/// `DeclaredErrors` is not allowed: `IntoResponses` is utoipa's trait.
+macro_rules! declare_errors {
+    ($errors:ty, groups: [$($group:expr),* $(,)?], own: [$($own:expr),* $(,)?] $(,)?) => {
+        impl $crate::routes::openapi::DeclaredErrors for $errors {
+            fn errors() -> Vec<$crate::error::ApiError> {
+                [$($group,)* vec![$($own),*]].into_iter().flatten().collect()
+            }
+        }
+
+        impl utoipa::IntoResponses for $errors {
+            fn responses() -> std::collections::BTreeMap<
+                String,
+                utoipa::openapi::RefOr<utoipa::openapi::Response>,
+            > {
+                $crate::routes::openapi::error_responses(
+                    &<$errors as $crate::routes::openapi::DeclaredErrors>::errors(),
+                )
+            }
+        }
+    };
+}
+pub(super) use declare_errors;
+
 /// What the layer stack answers on every API route: shed (503), past the request deadline
 /// (504), a caught panic (500).
 pub fn layer_errors() -> Vec<ApiError> {

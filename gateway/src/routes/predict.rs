@@ -1,19 +1,15 @@
 //! `POST /v1/predict`: the cached prediction of one data id, or a computed one, as the
 //! request's `Cache-Control` allows; the answer says how in `Cache-Status`.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa::openapi::{RefOr, Response};
 
-use super::openapi::{DeclaredErrors, body_errors, error_responses, layer_errors, model_errors};
-use super::{AppState, cache_status_header};
+use super::openapi::{body_errors, declare_errors, layer_errors, model_errors};
+use super::{AppState, ObjectBody, cache_status_header, parse_object_body};
 use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction, RequestDirectives};
 use crate::error::ApiError;
 use crate::prediction_service::Outcome;
@@ -61,25 +57,15 @@ impl From<Outcome> for PredictionResponse {
 /// The error answers of `POST /v1/predict`.
 pub struct PredictErrors;
 
-impl DeclaredErrors for PredictErrors {
-    fn errors() -> Vec<ApiError> {
-        let own = [
-            ApiError::InvalidDataId(DataIdError::ForbiddenCharacter),
-            ApiError::UnknownDataId,
-            ApiError::NotCached,
-        ];
-        [layer_errors(), body_errors(), model_errors(), own.into()]
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-}
-
-impl utoipa::IntoResponses for PredictErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error_responses(&Self::errors())
-    }
-}
+declare_errors!(
+    PredictErrors,
+    groups: [layer_errors(), body_errors(), model_errors()],
+    own: [
+        ApiError::InvalidDataId(DataIdError::ForbiddenCharacter),
+        ApiError::UnknownDataId,
+        ApiError::NotCached,
+    ],
+);
 
 /// Serves the prediction of one data id, honouring the request's `Cache-Control`
 /// directives and answering with `Cache-Status`.
@@ -97,12 +83,9 @@ impl utoipa::IntoResponses for PredictErrors {
 pub async fn predict(
     State(state): State<AppState>,
     directives: RequestDirectives,
-    body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
+    body: ObjectBody,
 ) -> Result<([(HeaderName, HeaderValue); 1], Json<PredictionResponse>), ApiError> {
-    // An object first: serde would otherwise read `["id"]` as a `PredictRequest`.
-    let Json(object) = body?;
-    let request: PredictRequest = serde_json::from_value(object.into())
-        .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))?;
+    let request: PredictRequest = parse_object_body(body)?;
     let data_id = DataId::parse(&request.data_id)?;
     let outcome = state.predictions.predict(data_id, directives).await?;
     Ok((cache_status_header(&outcome.status), Json(outcome.into())))

@@ -1,19 +1,15 @@
 //! `POST /v1/predict/batch`: the predictions of up to `max_batch_size` ids in one request,
 //! as the request's `Cache-Control` allows; one `Cache-Status` for the batch.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa::openapi::{RefOr, Response};
 
-use super::openapi::{DeclaredErrors, body_errors, error_responses, layer_errors, model_errors};
-use super::{AppState, cache_status_header};
+use super::openapi::{body_errors, declare_errors, layer_errors, model_errors};
+use super::{AppState, ObjectBody, cache_status_header, parse_object_body};
 use crate::domain::{CacheResult, DataId, DataIdError, ModelInfo, Prediction, RequestDirectives};
 use crate::error::ApiError;
 use crate::telemetry;
@@ -72,28 +68,18 @@ pub struct BatchResponse {
 /// whole batch fail.
 pub struct PredictBatchErrors;
 
-impl DeclaredErrors for PredictBatchErrors {
-    fn errors() -> Vec<ApiError> {
-        let own = [
-            ApiError::InvalidBatchDataId {
-                index: 0,
-                error: DataIdError::ForbiddenCharacter,
-            },
-            ApiError::InvalidBody("data_ids must hold 1 to 1000 ids; it holds 0".into()),
-            ApiError::NotCached,
-        ];
-        [layer_errors(), body_errors(), model_errors(), own.into()]
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-}
-
-impl utoipa::IntoResponses for PredictBatchErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error_responses(&Self::errors())
-    }
-}
+declare_errors!(
+    PredictBatchErrors,
+    groups: [layer_errors(), body_errors(), model_errors()],
+    own: [
+        ApiError::InvalidBatchDataId {
+            index: 0,
+            error: DataIdError::ForbiddenCharacter,
+        },
+        ApiError::InvalidBody("data_ids must hold 1 to 1000 ids; it holds 0".into()),
+        ApiError::NotCached,
+    ],
+);
 
 /// Serves the predictions of several ids, honouring the request's `Cache-Control`
 /// directives for every id; `Cache-Status` describes the batch (see
@@ -121,11 +107,9 @@ impl utoipa::IntoResponses for PredictBatchErrors {
 pub async fn predict_batch(
     State(state): State<AppState>,
     directives: RequestDirectives,
-    body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
+    body: ObjectBody,
 ) -> Result<([(HeaderName, HeaderValue); 1], Json<BatchResponse>), ApiError> {
-    let Json(object) = body?;
-    let request: BatchRequest = serde_json::from_value(object.into())
-        .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))?;
+    let request: BatchRequest = parse_object_body(body)?;
     let limit = state.max_batch_size;
     if request.data_ids.is_empty() || request.data_ids.len() > limit {
         return Err(ApiError::InvalidBody(format!(

@@ -1,17 +1,11 @@
 //! `GET /v1/predictions/{data_id}`: the stored prediction for the live model; never computes.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue};
 
-use utoipa::openapi::{RefOr, Response};
-
-use super::openapi::{
-    DeclaredErrors, error_responses, layer_errors, model_errors, transport_error,
-};
+use super::openapi::{declare_errors, layer_errors, model_errors, transport_error};
 use super::predict::PredictionResponse;
 use super::{AppState, cache_status_header};
 use crate::domain::{DataId, DataIdError, RequestDirectives};
@@ -22,26 +16,16 @@ use crate::store::StoreError;
 /// model service, then the store, which it cannot do without.
 pub struct GetPredictionErrors;
 
-impl DeclaredErrors for GetPredictionErrors {
-    fn errors() -> Vec<ApiError> {
-        let own = [
-            ApiError::InvalidPath("invalid UTF-8 in path parameter".into()),
-            ApiError::InvalidDataId(DataIdError::ForbiddenCharacter),
-            ApiError::PredictionNotFound,
-            ApiError::Store(StoreError::Unreachable(transport_error())),
-        ];
-        [layer_errors(), model_errors(), own.into()]
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-}
-
-impl utoipa::IntoResponses for GetPredictionErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error_responses(&Self::errors())
-    }
-}
+declare_errors!(
+    GetPredictionErrors,
+    groups: [layer_errors(), model_errors()],
+    own: [
+        ApiError::InvalidPath("invalid UTF-8 in path parameter".into()),
+        ApiError::InvalidDataId(DataIdError::ForbiddenCharacter),
+        ApiError::PredictionNotFound,
+        ApiError::Store(StoreError::Unreachable(transport_error())),
+    ],
+);
 
 /// Reads the stored prediction of one data id: `Cache-Status: inference-gateway; hit`, or
 /// 404 `prediction_not_found` with `detail=not-cached`. The request is `only-if-cached` by

@@ -1,12 +1,4 @@
-//! The Elasticsearch implementation of `PredictionStore`: one traced helper per request,
-//! documents addressed by a hash of the key so no input can change a request path.
-//! Nodes are picked, and failed ones set aside, by [`NodePool`]; a request safe to repeat
-//! that could not reach its node is sent once more to another.
-//!
-//! Requests go over one `reqwest` client rather than the `elasticsearch` crate's transport:
-//! the gateway only ever used the crate's raw `send`, which rebuilt the URL, the auth header
-//! and four default headers on every call and asked for gzip answers; on a cache hit that
-//! was most of the gateway's CPU and doubled the node's (gateway/README.md, "Performance").
+//! The Elasticsearch implementation of `PredictionStore`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -92,6 +84,16 @@ pub fn document_path(alias: &str, key: &PredictionKey) -> String {
 }
 
 /// Predictions in an Elasticsearch (or OpenSearch) index behind an alias.
+///
+/// The Elasticsearch implementation of `PredictionStore`: one traced helper per request,
+/// documents addressed by a hash of the key so no input can change a request path.
+/// Nodes are picked, and failed ones set aside, by [`NodePool`]; a request safe to repeat
+/// that could not reach its node is sent once more to another.
+///
+/// Requests go over one `reqwest` client rather than the `elasticsearch` crate's transport:
+/// the gateway only ever used the crate's raw `send`, which rebuilt the URL, the auth header
+/// and four default headers on every call and asked for gzip answers; on a cache hit that
+/// was most of the gateway's CPU and doubled the node's (gateway/README.md, "Performance").
 pub struct ElasticsearchStore {
     /// The HTTP client; built once with the timeout, auth header and compression choice,
     /// its connection pool shared by all requests.
@@ -419,13 +421,23 @@ impl ElasticsearchStore {
     /// [`StoreError::Status`] if it refuses an index.
     pub async fn ensure_index(&self) -> Result<(), StoreError> {
         self.learn_cluster_name().await?;
-        let op = &self.operations.create_index;
         let body = json!({
             "mappings": Self::mapping(),
             "aliases": {self.alias_name(): {"is_write_index": true}}
         });
+        self.create_index_unless_exists(&self.operations.create_index, &body)
+            .await?;
+        self.ensure_lease_index().await
+    }
+
+    /// `PUT` of an index by `op` with `body`; an index that already exists is not an error.
+    async fn create_index_unless_exists(
+        &self,
+        op: &Operation,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         let answer = self
-            .call(op, Call::fixed(Method::PUT, Some(json_payload(&body)?)))
+            .call(op, Call::fixed(Method::PUT, Some(json_payload(body)?)))
             .await?;
         match answer.status {
             200..=299 => Ok(()),
@@ -435,8 +447,7 @@ impl ElasticsearchStore {
                 Ok(())
             }
             status => Err(status_error(status, &answer.body)),
-        }?;
-        self.ensure_lease_index().await
+        }
     }
 
     /// `GET /` once, for the cluster name. A refusal (credentials limited to the index) is

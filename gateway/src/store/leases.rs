@@ -122,23 +122,12 @@ impl ElasticsearchStore {
     /// Creates the lease index with [`lease_mapping`] unless it exists (one shard: a few
     /// short-lived documents).
     pub(super) async fn ensure_lease_index(&self) -> Result<(), StoreError> {
-        let op = &self.operations.leases.create_index;
         let body = json!({
             "settings": {"number_of_shards": 1},
             "mappings": lease_mapping()
         });
-        let answer = self
-            .call(op, Call::fixed(Method::PUT, Some(json_payload(&body)?)))
-            .await?;
-        match answer.status {
-            200..=299 => Ok(()),
-            400 if String::from_utf8_lossy(&answer.body)
-                .contains("resource_already_exists_exception") =>
-            {
-                Ok(())
-            }
-            status => Err(status_error(status, &answer.body)),
-        }
+        self.create_index_unless_exists(&self.operations.leases.create_index, &body)
+            .await
     }
 
     /// `PUT /<leases>/_create/<id>`: 201 is the caller's lease, 409 another's

@@ -184,6 +184,13 @@ mod tests {
         NodePool::new(len, SECOND, 30 * SECOND)
     }
 
+    /// Marks node `index` dead `times` times at `at`.
+    fn fail(pool: &NodePool, index: usize, times: usize, at: Instant) {
+        for _ in 0..times {
+            pool.mark_dead(index, at);
+        }
+    }
+
     #[test]
     fn backoff_doubles_from_the_factor_and_stops_at_the_maximum() {
         let got: Vec<u64> = (1..=8)
@@ -242,12 +249,9 @@ mod tests {
         let pool = pool(3);
         let now = Instant::now();
         // Node 0: 2 failures (2 s); node 1: 1 failure (1 s), marked later; node 2: 3 failures (4 s).
-        pool.mark_dead(0, now);
-        pool.mark_dead(0, now);
+        fail(&pool, 0, 2, now);
         pool.mark_dead(1, now + SECOND / 2);
-        for _ in 0..3 {
-            pool.mark_dead(2, now);
-        }
+        fail(&pool, 2, 3, now);
 
         let picks: Vec<usize> = (0..3).map(|_| pool.select(now + SECOND)).collect();
 
@@ -258,8 +262,7 @@ mod tests {
     fn a_success_makes_a_node_live_and_resets_its_failures() {
         let pool = pool(2);
         let now = Instant::now();
-        pool.mark_dead(0, now);
-        pool.mark_dead(0, now);
+        fail(&pool, 0, 2, now);
 
         assert!(pool.mark_alive(0), "it had failed");
         assert!(!pool.mark_alive(0), "already live");

@@ -1,8 +1,4 @@
-//! The write-behind queue: predictions the store could not take are retried, each on its
-//! own schedule (exponential backoff, a bounded number of attempts the store answered,
-//! several at once), so one bad write never holds the others up; drained on shutdown. Every prediction given
-//! up (queue full, a permanent error, attempts used up, shutdown) is counted and logged
-//! with its data id and computing trace id, never silent.
+//! The write-behind queue: predictions the store could not take, retried in the background.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -86,6 +82,12 @@ impl Ord for Scheduled {
 }
 
 /// The producer side, shared by every request.
+///
+/// The write-behind queue: predictions the store could not take are retried, each on its
+/// own schedule (exponential backoff, a bounded number of attempts the store answered,
+/// several at once), so one bad write never holds the others up; drained on shutdown. Every prediction given
+/// up (queue full, a permanent error, attempts used up, shutdown) is counted and logged
+/// with its data id and computing trace id, never silent.
 pub struct WriteBehind {
     sender: mpsc::UnboundedSender<Item>,
     /// Set to the drain deadline when shutdown starts.
@@ -508,6 +510,12 @@ mod tests {
         (PredictionKey::new(&model, data_id), prediction)
     }
 
+    /// Queues the prediction of [`item`] `id`.
+    fn enqueue_item(queue: &WriteBehind, id: &str) {
+        let (key, prediction) = item(id);
+        queue.enqueue(key, prediction);
+    }
+
     /// An outage as the store reports it; reqwest errors have no public constructor,
     /// so a request that cannot be built stands in for one that cannot connect.
     fn unreachable() -> StoreError {
@@ -542,10 +550,8 @@ mod tests {
             .unwrap()
             .insert("flaky".into(), vec![status(503)]);
         let queue = WriteBehind::start(store.clone(), 100, 8);
-        let (key, prediction) = item("bad");
-        queue.enqueue(key, prediction);
-        let (key, prediction) = item("flaky");
-        queue.enqueue(key, prediction);
+        enqueue_item(&queue, "bad");
+        enqueue_item(&queue, "flaky");
 
         wait_for(
             || store.written().contains(&"flaky".to_owned()),
@@ -566,11 +572,9 @@ mod tests {
     async fn a_write_still_being_retried_does_not_hold_up_the_writes_queued_after_it() {
         let store = Arc::new(ScriptedStore::failing("stuck", vec![status(503); 100]));
         let queue = WriteBehind::start(store.clone(), 100, 8);
-        let (key, prediction) = item("stuck");
-        queue.enqueue(key, prediction);
+        enqueue_item(&queue, "stuck");
         wait_for(|| store.attempts_of("stuck") == 1, "the first attempt").await;
-        let (key, prediction) = item("next");
-        queue.enqueue(key, prediction);
+        enqueue_item(&queue, "next");
 
         wait_for(
             || store.written().contains(&"next".to_owned()),
@@ -589,8 +593,7 @@ mod tests {
     async fn a_write_that_keeps_failing_is_given_up_after_the_attempt_limit() {
         let store = Arc::new(ScriptedStore::failing("down", vec![status(503); 100]));
         let queue = WriteBehind::start(store.clone(), 100, 3);
-        let (key, prediction) = item("down");
-        queue.enqueue(key, prediction);
+        enqueue_item(&queue, "down");
 
         wait_for(|| queue.depth() == 0, "the item given up").await;
 
@@ -602,8 +605,7 @@ mod tests {
     async fn a_store_outage_does_not_use_up_the_attempts() {
         let store = Arc::new(ScriptedStore::failing("outage", vec![unreachable(); 4]));
         let queue = WriteBehind::start(store.clone(), 100, 2);
-        let (key, prediction) = item("outage");
-        queue.enqueue(key, prediction);
+        enqueue_item(&queue, "outage");
 
         wait_for(|| queue.depth() == 0, "the write").await;
 
@@ -616,8 +618,7 @@ mod tests {
         for code in [408, 429] {
             let store = Arc::new(ScriptedStore::failing("t", vec![status(code)]));
             let queue = WriteBehind::start(store.clone(), 100, 8);
-            let (key, prediction) = item("t");
-            queue.enqueue(key, prediction);
+            enqueue_item(&queue, "t");
             wait_for(|| queue.depth() == 0, "the write").await;
             assert_eq!(store.written(), vec!["t".to_owned()], "status {code}");
         }
@@ -627,10 +628,8 @@ mod tests {
     async fn a_full_queue_gives_up_the_newest_prediction() {
         let store = Arc::new(ScriptedStore::failing("a", vec![unreachable(); 100]));
         let queue = WriteBehind::start(store.clone(), 1, 100);
-        let (key, prediction) = item("a");
-        queue.enqueue(key, prediction);
-        let (key, prediction) = item("b");
-        queue.enqueue(key, prediction);
+        enqueue_item(&queue, "a");
+        enqueue_item(&queue, "b");
 
         assert_eq!(queue.depth(), 1);
         queue.drain(Duration::from_millis(200)).await;
@@ -641,8 +640,7 @@ mod tests {
     async fn the_drain_tries_every_waiting_prediction_once_more() {
         let store = Arc::new(ScriptedStore::failing("late", vec![unreachable()]));
         let queue = WriteBehind::start(store.clone(), 100, 8);
-        let (key, prediction) = item("late");
-        queue.enqueue(key, prediction);
+        enqueue_item(&queue, "late");
         wait_for(|| store.attempts_of("late") == 1, "the first attempt").await;
 
         queue.drain(Duration::from_secs(5)).await;
@@ -737,8 +735,7 @@ mod tests {
         );
 
         for id in ["refused", "unwritable", "overflow"] {
-            let (key, prediction) = item(id);
-            queue.enqueue(key, prediction);
+            enqueue_item(&queue, id);
         }
         wait_for(|| queue.depth() == 0, "every item given up").await;
 

@@ -1,11 +1,4 @@
-//! Copies `ml.*` baggage entries onto the spans started in their context, capped in
-//! entries and bytes, never for a name the gateway owns, and never over an attribute
-//! the gateway sets on the span itself.
-//!
-//! The SDK appends every `set_attribute` without replacing an earlier value of the same
-//! key, so copying baggage at span start would give a span two `ml.batch.size` values.
-//! The entries are therefore kept aside at start and added at the end only under keys
-//! the span does not already carry, whichever was set first.
+//! Copies `ml.*` baggage entries onto the spans started in their context.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -66,7 +59,16 @@ impl Default for BaggageLimits {
     }
 }
 
-/// Wraps the exporting processor `inner`; see the module header.
+/// Wraps the exporting processor `inner`.
+///
+/// Copies `ml.*` baggage entries onto the spans started in their context, capped in
+/// entries and bytes, never for a name the gateway owns, and never over an attribute
+/// the gateway sets on the span itself.
+///
+/// The SDK appends every `set_attribute` without replacing an earlier value of the same
+/// key, so copying baggage at span start would give a span two `ml.batch.size` values.
+/// The entries are therefore kept aside at start and added at the end only under keys
+/// the span does not already carry, whichever was set first.
 #[derive(Debug)]
 pub struct BaggageAttributes<P> {
     inner: P,
@@ -172,6 +174,18 @@ mod tests {
         )
     }
 
+    /// The keys of the entries of `cx` that [`capped_entries`] keeps within these caps.
+    fn kept_keys(cx: &Context, max_entries: usize, max_bytes: usize) -> Vec<String> {
+        let limits = BaggageLimits {
+            max_entries,
+            max_bytes,
+        };
+        capped_entries(cx, limits)
+            .iter()
+            .map(|kv| kv.key.to_string())
+            .collect()
+    }
+
     #[test]
     fn only_ml_entries_not_owned_by_the_gateway_within_the_entry_cap_are_kept_in_key_order() {
         let cx = context(&[
@@ -181,14 +195,7 @@ mod tests {
             ("ml.data_id", "spoofed"),
             ("ml.b", "2"),
         ]);
-        let limits = BaggageLimits {
-            max_entries: 2,
-            max_bytes: 1024,
-        };
-        let kept: Vec<String> = capped_entries(&cx, limits)
-            .iter()
-            .map(|kv| kv.key.to_string())
-            .collect();
+        let kept = kept_keys(&cx, 2, 1024);
         assert_eq!(kept, ["ml.a", "ml.b"]);
     }
 
@@ -215,14 +222,7 @@ mod tests {
     #[test]
     fn entries_past_the_byte_cap_are_left_out() {
         let cx = context(&[("ml.a", "1"), ("ml.big", &"x".repeat(100)), ("ml.c", "3")]);
-        let limits = BaggageLimits {
-            max_entries: 16,
-            max_bytes: 20,
-        };
-        let kept: Vec<String> = capped_entries(&cx, limits)
-            .iter()
-            .map(|kv| kv.key.to_string())
-            .collect();
+        let kept = kept_keys(&cx, 16, 20);
         assert_eq!(kept, ["ml.a", "ml.c"]);
     }
 

@@ -1,10 +1,4 @@
-//! Makes the log records of `tracing` events plain OpenTelemetry log records: no event
-//! name, and a timestamp.
-//!
-//! The tracing bridge names every record after the `tracing` event's metadata, which
-//! for an event without an explicit name is `event <file>:<line>`; a log record with an
-//! event name is an OpenTelemetry *event*, so every line would show as one. The bridge
-//! also sets no `timestamp`, only the SDK's observed time.
+//! Makes the log records of `tracing` events plain OpenTelemetry log records.
 
 use std::time::SystemTime;
 
@@ -16,7 +10,15 @@ use opentelemetry_sdk::logs::{LogProcessor, SdkLogRecord};
 /// The prefix of the names `tracing` gives events that were not named.
 const GENERATED_NAME_PREFIX: &str = "event ";
 
-/// A log processor placed before the exporting one; see the module header.
+/// A log processor placed before the exporting one.
+///
+/// Makes the log records of `tracing` events plain OpenTelemetry log records: no event
+/// name, and a timestamp.
+///
+/// The tracing bridge names every record after the `tracing` event's metadata, which
+/// for an event without an explicit name is `event <file>:<line>`; a log record with an
+/// event name is an OpenTelemetry *event*, so every line would show as one. The bridge
+/// also sets no `timestamp`, only the SDK's observed time.
 #[derive(Debug, Default)]
 pub struct PlainLogRecords;
 

@@ -1,10 +1,4 @@
-//! Reads the W3C `traceparent`, `tracestate` and `baggage` request headers as the W3C
-//! Trace Context and Baggage specifications say, before the SDK propagators see them.
-//!
-//! The SDK's `HeaderExtractor` reads only the first of repeated header fields, and its
-//! parsers accept forms the specifications reject (short or signed hex ids, duplicate
-//! tracestate keys, more than 32 list members, baggage values cut at `=`). This
-//! extractor combines repeated fields and hands the propagators only valid values.
+//! Reads the W3C trace context and baggage request headers as the specifications say.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -24,7 +18,15 @@ const TRACEPARENT_LENGTH: usize = 55;
 const TRACESTATE_MAX_MEMBERS: usize = 32;
 
 /// An [`Extractor`] over request headers that yields the W3C headers combined and
-/// validated (see the module header); other headers are read as they are.
+/// validated (as below); other headers are read as they are.
+///
+/// Reads the W3C `traceparent`, `tracestate` and `baggage` request headers as the W3C
+/// Trace Context and Baggage specifications say, before the SDK propagators see them.
+///
+/// The SDK's `HeaderExtractor` reads only the first of repeated header fields, and its
+/// parsers accept forms the specifications reject (short or signed hex ids, duplicate
+/// tracestate keys, more than 32 list members, baggage values cut at `=`). This
+/// extractor combines repeated fields and hands the propagators only valid values.
 pub struct W3cExtractor {
     traceparent: Option<String>,
     tracestate: Option<String>,

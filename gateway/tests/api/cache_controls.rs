@@ -4,30 +4,21 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use gateway::domain::{DataId, ModelInfo, Prediction, PredictionKey, StoredPrediction};
+use gateway::domain::{DataId, Prediction, PredictionKey, StoredPrediction};
 use gateway::store::PredictionStore;
 use serde_json::Value;
 
 use crate::helpers::{
-    MockAnswer, MockModelService, StoreCall, TestApp, TestOptions, error_code, poll_until,
-    spawn_app,
+    MockAnswer, MockModelService, StoreCall, TestApp, TestOptions, app_with, app_with_settings,
+    error_code, mock_model, spawn_app,
 };
-
-/// The mock's model before any switch.
-fn model_one() -> ModelInfo {
-    ModelInfo {
-        name: "iris-classifier".into(),
-        version: "1".into(),
-        run_id: "run-1".into(),
-    }
-}
 
 /// Stores a prediction of `data_id` under the mock's model, computed `age` ago.
 async fn plant(app: &TestApp, data_id: &str, age: Duration) -> StoredPrediction {
     let data_id = DataId::parse(data_id).unwrap();
     let prediction = StoredPrediction {
         data_id: data_id.clone(),
-        model: model_one(),
+        model: mock_model(),
         prediction: Prediction {
             label: "planted".into(),
             probabilities: Default::default(),
@@ -37,7 +28,7 @@ async fn plant(app: &TestApp, data_id: &str, age: Duration) -> StoredPrediction 
         trace_id: "1".repeat(32),
         span_id: "1".repeat(16),
     };
-    let key = PredictionKey::new(&model_one(), data_id);
+    let key = PredictionKey::new(&mock_model(), data_id);
     app.store.put(&key, &prediction).await.unwrap();
     prediction
 }
@@ -87,11 +78,9 @@ async fn a_retrained_run_under_the_same_version_label_never_answers_from_the_old
 #[tokio::test]
 async fn after_a_retrain_the_old_runs_prediction_is_no_longer_served_once_a_refresh_learns_the_new_run()
  {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(
-        TestOptions::with_model(model.backend())
-            .settings(|s| s.model.version_refresh = Duration::from_millis(50)),
-    )
+    let (model, app) = app_with_settings(MockAnswer::Predicts, |s| {
+        s.model.version_refresh = Duration::from_millis(50)
+    })
     .await;
     app.predict("row-3").await;
     assert_eq!(app.get("/v1/predictions/row-3").await.status(), 200);
@@ -99,12 +88,8 @@ async fn after_a_retrain_the_old_runs_prediction_is_no_longer_served_once_a_refr
     model.set_run_id("run-1-retrained");
 
     // Learned by the next refresh (every 50 ms here) or the next model answer, whichever comes first.
-    poll_until(
-        async || app.get("/v1/predictions/row-3").await.status() == 404,
-        "the retrained run to be learned",
-        Duration::from_secs(5),
-    )
-    .await;
+    app.wait_until_not_served("row-3", "the retrained run to be learned")
+        .await;
     let after: Value = app.predict("row-3").await.json().await.unwrap();
     assert_eq!(after["model"]["run_id"], "run-1-retrained");
     assert_eq!(after["cache"], "miss");
@@ -112,8 +97,7 @@ async fn after_a_retrain_the_old_runs_prediction_is_no_longer_served_once_a_refr
 
 #[tokio::test]
 async fn hits_misses_and_stored_reads_carry_their_cache_status() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (_model, app) = app_with(MockAnswer::Predicts).await;
 
     let miss = app.predict("row-4").await;
     let hit = app.predict("row-4").await;
@@ -132,8 +116,7 @@ async fn hits_misses_and_stored_reads_carry_their_cache_status() {
 
 #[tokio::test]
 async fn no_cache_recomputes_stores_and_answers_miss_even_right_after_a_computation() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (model, app) = app_with(MockAnswer::Predicts).await;
     let first: Value = app.predict("row-6").await.json().await.unwrap();
 
     // Within the coalescing linger of the first computation: it must not be reused.
@@ -154,8 +137,7 @@ async fn no_cache_recomputes_stores_and_answers_miss_even_right_after_a_computat
 
 #[tokio::test]
 async fn no_store_computes_without_writing_and_may_still_be_answered_from_the_store() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (model, app) = app_with(MockAnswer::Predicts).await;
 
     let unstored = app.predict_with("row-7", &["no-store"]).await;
     assert_eq!(
@@ -184,12 +166,7 @@ async fn a_no_store_request_does_not_stop_a_shared_computation_from_being_writte
         let app = app.clone();
         tokio::spawn(async move { app.predict_with("row-8", &["no-store"]).await })
     };
-    poll_until(
-        async || model.predict_calls().await > 0,
-        "the starter's model call",
-        Duration::from_secs(5),
-    )
-    .await;
+    model.wait_until_called("the starter's model call").await;
     let joiner = app.predict("row-8").await;
     let starter = starter.await.unwrap();
 
@@ -207,8 +184,7 @@ async fn a_no_store_request_does_not_stop_a_shared_computation_from_being_writte
 
 #[tokio::test]
 async fn max_age_makes_an_older_stored_prediction_a_stale_miss_and_accepts_a_younger_one() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (model, app) = app_with(MockAnswer::Predicts).await;
     plant(&app, "row-9", Duration::from_secs(120)).await;
 
     let young_enough = app.predict_with("row-9", &["max-age=600"]).await;
@@ -227,8 +203,7 @@ async fn max_age_makes_an_older_stored_prediction_a_stale_miss_and_accepts_a_you
 
 #[tokio::test]
 async fn only_if_cached_answers_from_the_store_or_504_without_calling_the_model() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (model, app) = app_with(MockAnswer::Predicts).await;
     plant(&app, "row-10", Duration::from_secs(120)).await;
 
     let stored = app.predict_with("row-10", &["only-if-cached"]).await;
@@ -253,11 +228,9 @@ async fn only_if_cached_answers_from_the_store_or_504_without_calling_the_model(
 
 #[tokio::test]
 async fn the_configured_maximum_age_turns_older_predictions_stale_and_sets_ttl() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(
-        TestOptions::with_model(model.backend())
-            .settings(|s| s.store.max_age = Some(Duration::from_secs(60))),
-    )
+    let (model, app) = app_with_settings(MockAnswer::Predicts, |s| {
+        s.store.max_age = Some(Duration::from_secs(60))
+    })
     .await;
     plant(&app, "row-12", Duration::from_secs(120)).await;
     plant(&app, "row-13", Duration::from_secs(30)).await;
@@ -279,8 +252,7 @@ async fn the_configured_maximum_age_turns_older_predictions_stale_and_sets_ttl()
 
 #[tokio::test]
 async fn a_batch_honours_each_directive_with_one_cache_status_for_the_batch() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (model, app) = app_with(MockAnswer::Predicts).await;
     app.predict("row-20").await;
     plant(&app, "row-21", Duration::from_secs(120)).await;
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{MockAnswer, MockModelService, TestApp, TestOptions, poll_until, spawn_app};
+use crate::helpers::{
+    MockAnswer, MockModelService, TestApp, TestOptions, app_with, poll_until, spawn_app,
+};
 
 /// `POST /v1/predict` from a client that gives up after `patience`.
 async fn impatient_predict(app: &TestApp, data_id: &str, patience: Duration) {
@@ -68,18 +70,11 @@ async fn a_waiter_whose_leader_hung_up_gets_the_leaders_result_without_a_second_
 
 #[tokio::test]
 async fn a_batch_serves_its_stored_predictions_and_lists_the_ids_it_could_not_compute() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (model, app) = app_with(MockAnswer::Predicts).await;
     assert_eq!(app.predict("row-1").await.status(), StatusCode::OK);
     model.set_answer(MockAnswer::Unavailable);
 
-    let response = app
-        .client
-        .post(format!("{}/v1/predict/batch", app.base))
-        .json(&json!({"data_ids": ["row-1", "row-9"]}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.batch_with(&["row-1", "row-9"], &[]).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -97,16 +92,9 @@ async fn a_batch_serves_its_stored_predictions_and_lists_the_ids_it_could_not_co
 
 #[tokio::test]
 async fn a_batch_with_nothing_to_serve_fails_whole_with_retry_after() {
-    let model = MockModelService::start(MockAnswer::Unavailable).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (_model, app) = app_with(MockAnswer::Unavailable).await;
 
-    let response = app
-        .client
-        .post(format!("{}/v1/predict/batch", app.base))
-        .json(&json!({"data_ids": ["row-7", "row-8"]}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.batch_with(&["row-7", "row-8"], &[]).await;
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key("retry-after"));

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{MockAnswer, MockModelService, ModelBackend, TestOptions, spawn_app};
+use crate::helpers::{MockAnswer, MockModelService, ModelBackend, TestApp, TestOptions, spawn_app};
 
 /// Reads until the peer closes; `None` if it is still open after `wait`.
 async fn closed_within(stream: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
@@ -31,7 +31,7 @@ fn parse(answer: &[u8]) -> (u16, String, String) {
     (status, head.to_owned(), body.to_owned())
 }
 
-async fn app_with_timeouts(header_read_ms: u64, idle_ms: u64) -> crate::helpers::TestApp {
+async fn app_with_timeouts(header_read_ms: u64, idle_ms: u64) -> TestApp {
     spawn_app(
         TestOptions::with_model(ModelBackend::Down).settings(move |settings| {
             settings.server.header_read_timeout = Duration::from_millis(header_read_ms);
@@ -44,12 +44,7 @@ async fn app_with_timeouts(header_read_ms: u64, idle_ms: u64) -> crate::helpers:
 #[tokio::test]
 async fn a_request_head_sent_too_slowly_is_cut_off_by_the_header_read_timeout() {
     let app = app_with_timeouts(300, 60_000).await;
-    let mut stream = TcpStream::connect(app.address).await.unwrap();
-
-    stream
-        .write_all(b"POST /v1/predict HTTP/1.1\r\nhost: x\r\n")
-        .await
-        .unwrap();
+    let mut stream = connect_and_send(&app, b"POST /v1/predict HTTP/1.1\r\nhost: x\r\n").await;
 
     assert!(
         closed_within(&mut stream, Duration::from_secs(3))
@@ -74,11 +69,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
     let app = app_with_timeouts(60_000, 300).await;
-    let mut stream = TcpStream::connect(app.address).await.unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = connect_and_send(&app, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
 
     let answer = closed_within(&mut stream, Duration::from_secs(3))
         .await
@@ -121,8 +112,7 @@ async fn unparsable_and_oversized_request_heads_get_json_errors() {
         ),
     ];
     for (description, request, expected) in cases {
-        let mut stream = TcpStream::connect(app.address).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut stream = connect_and_send(&app, request.as_bytes()).await;
         let answer = closed_within(&mut stream, Duration::from_secs(3))
             .await
             .expect("answered and closed");
@@ -192,6 +182,13 @@ async fn on_shutdown_readiness_fails_at_once_while_requests_are_still_served_the
         TcpStream::connect(app.address).await.is_err(),
         "no longer accepting after the drain delay"
     );
+}
+
+/// A new connection to `app` on which `bytes` were sent.
+async fn connect_and_send(app: &TestApp, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
 }
 
 /// A raw `POST /v1/predict` for `data_id`, on a connection of its own.

@@ -1,8 +1,10 @@
 //! `GET /healthz` and `GET /readyz`.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::helpers::{MockAnswer, MockModelService, ModelBackend, TestOptions, spawn_app};
+use crate::helpers::{
+    MockAnswer, MockModelService, ModelBackend, TestOptions, app_with, spawn_app,
+};
 
 #[tokio::test]
 async fn liveness_is_200_even_when_dependencies_are_down() {
@@ -14,34 +16,35 @@ async fn liveness_is_200_even_when_dependencies_are_down() {
 }
 
 #[tokio::test]
-async fn readiness_is_503_naming_the_model_service_when_it_is_down() {
-    let app = spawn_app(TestOptions::with_model(ModelBackend::Down)).await;
-
-    let response = app.get("/readyz").await;
-
-    assert_eq!(response.status(), 503);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["failing"], serde_json::json!(["model"]));
-}
-
-#[tokio::test]
-async fn readiness_is_503_naming_the_store_when_it_fails() {
+async fn readiness_is_503_naming_the_dependency_that_does_not_answer() {
     let model = MockModelService::start(MockAnswer::Predicts).await;
-    let mut options = TestOptions::with_model(model.backend());
-    options.failing_store = true;
-    let app = spawn_app(options).await;
+    // (description, the gateway's dependencies, what readiness names as failing)
+    let cases = [
+        (
+            "the model service is down",
+            TestOptions::with_model(ModelBackend::Down),
+            json!(["model"]),
+        ),
+        (
+            "the store fails",
+            TestOptions::with_model(model.backend()).failing_store(),
+            json!(["store"]),
+        ),
+    ];
+    for (description, options, failing) in cases {
+        let app = spawn_app(options).await;
 
-    let response = app.get("/readyz").await;
+        let response = app.get("/readyz").await;
 
-    assert_eq!(response.status(), 503);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["failing"], serde_json::json!(["store"]));
+        assert_eq!(response.status(), 503, "{description}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["failing"], failing, "{description}");
+    }
 }
 
 #[tokio::test]
 async fn readiness_is_200_when_both_answer() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (_model, app) = app_with(MockAnswer::Predicts).await;
 
     let response = app.get("/readyz").await;
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway::configuration::Settings;
-use gateway::domain::{PredictionKey, StoredPrediction};
+use gateway::domain::{DataId, ModelInfo, PredictionKey, StoredPrediction};
 use gateway::metrics::Metrics;
 use gateway::startup::Application;
 use gateway::store::{
@@ -76,6 +76,42 @@ impl TestOptions {
         self.settings = Box::new(adjust);
         self
     }
+
+    /// Uses a store that fails every call, to see the bypass path.
+    pub fn failing_store(mut self) -> Self {
+        self.failing_store = true;
+        self
+    }
+}
+
+/// A mock model service giving `answer` and the gateway in front of it, default settings.
+/// Keep the mock bound (`_model` at least): dropping it stops it.
+pub async fn app_with(answer: MockAnswer) -> (MockModelService, TestApp) {
+    app_with_settings(answer, |_| {}).await
+}
+
+/// [`app_with`], the gateway's settings adjusted by `adjust`.
+pub async fn app_with_settings(
+    answer: MockAnswer,
+    adjust: impl FnOnce(&mut Settings) + Send + 'static,
+) -> (MockModelService, TestApp) {
+    let model = MockModelService::start(answer).await;
+    let app = spawn_app(TestOptions::with_model(model.backend()).settings(adjust)).await;
+    (model, app)
+}
+
+/// The mock's model before any switch: `iris-classifier` version 1, `run-1`.
+pub fn mock_model() -> ModelInfo {
+    ModelInfo {
+        name: "iris-classifier".into(),
+        version: "1".into(),
+        run_id: "run-1".into(),
+    }
+}
+
+/// The key under which the gateway stores `data_id`'s prediction of [`mock_model`].
+pub fn mock_key(data_id: &str) -> PredictionKey {
+    PredictionKey::new(&mock_model(), DataId::parse(data_id).unwrap())
 }
 
 /// Starts the gateway on port 0 and returns once it accepts connections.
@@ -150,36 +186,50 @@ impl TestApp {
 
     /// `POST /v1/predict` with a JSON body.
     pub async fn predict(&self, data_id: &str) -> reqwest::Response {
-        self.client
-            .post(format!("{}/v1/predict", self.base))
-            .json(&json!({ "data_id": data_id }))
-            .send()
-            .await
-            .expect("request sent")
+        self.predict_with(data_id, &[]).await
     }
 
     /// `POST /v1/predict` with one `Cache-Control` field line per entry of `cache_control`.
     pub async fn predict_with(&self, data_id: &str, cache_control: &[&str]) -> reqwest::Response {
-        let mut request = self
-            .client
-            .post(format!("{}/v1/predict", self.base))
-            .json(&json!({ "data_id": data_id }));
+        self.post_json("/v1/predict", json!({ "data_id": data_id }), cache_control)
+            .await
+    }
+
+    /// `POST /v1/predict/batch` with one `Cache-Control` field line per entry.
+    pub async fn batch_with(&self, data_ids: &[&str], cache_control: &[&str]) -> reqwest::Response {
+        self.post_json(
+            "/v1/predict/batch",
+            json!({ "data_ids": data_ids }),
+            cache_control,
+        )
+        .await
+    }
+
+    /// `POST` of `body` as JSON to a path of the gateway, with one `Cache-Control` field
+    /// line per entry of `cache_control`.
+    async fn post_json(
+        &self,
+        path: &str,
+        body: Value,
+        cache_control: &[&str],
+    ) -> reqwest::Response {
+        let mut request = self.client.post(format!("{}{path}", self.base)).json(&body);
         for line in cache_control {
             request = request.header("cache-control", *line);
         }
         request.send().await.expect("request sent")
     }
 
-    /// `POST /v1/predict/batch` with one `Cache-Control` field line per entry.
-    pub async fn batch_with(&self, data_ids: &[&str], cache_control: &[&str]) -> reqwest::Response {
-        let mut request = self
-            .client
-            .post(format!("{}/v1/predict/batch", self.base))
-            .json(&json!({ "data_ids": data_ids }));
-        for line in cache_control {
-            request = request.header("cache-control", *line);
-        }
-        request.send().await.expect("request sent")
+    /// Polls until `GET /v1/predictions/{data_id}` answers 404: the gateway learned a
+    /// model (version or run) that the stored prediction is not of.
+    pub async fn wait_until_not_served(&self, data_id: &str, description: &str) {
+        let path = format!("/v1/predictions/{data_id}");
+        poll_until(
+            async || self.get(&path).await.status() == 404,
+            description,
+            Duration::from_secs(5),
+        )
+        .await;
     }
 
     /// `POST /v1/predict` with a raw body and content type.
@@ -227,6 +277,12 @@ pub async fn error_code(response: reqwest::Response) -> String {
     let body: Value = response.json().await.expect("a JSON error body");
     assert_error_shape(&body);
     body["error"]["code"].as_str().unwrap().to_owned()
+}
+
+/// Asserts the answer is `status` with the JSON error shape and error `code`.
+pub async fn assert_json_error(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status);
+    assert_eq!(error_code(response).await, code);
 }
 
 /// `{"error": {"code", "message", "trace_id"}}` with a 32-hex trace id.
@@ -473,27 +529,31 @@ impl MockModelService {
             delay,
         });
         let server = MockServer::start().await;
-        let model = state.clone();
-        Mock::given(method("GET"))
-            .and(path("/model"))
-            .respond_with(move |_: &Request| {
-                ResponseTemplate::new(200).set_body_json(model.model_info())
-            })
-            .mount(&server)
-            .await;
-        let predict = state.clone();
-        Mock::given(method("POST"))
-            .and(path("/predict"))
-            .respond_with(move |request: &Request| predict.predict(request))
-            .mount(&server)
-            .await;
-        let batch = state.clone();
-        Mock::given(method("POST"))
-            .and(path("/predict/batch"))
-            .respond_with(move |request: &Request| batch.predict_batch(request))
-            .mount(&server)
-            .await;
+        // (method, path, the answer from the state)
+        let routes: [(Method, &str, MockRoute); 3] = [
+            (Method::GET, "/model", MockState::model_answer),
+            (Method::POST, "/predict", MockState::predict),
+            (Method::POST, "/predict/batch", MockState::predict_batch),
+        ];
+        for (verb, route, answer) in routes {
+            let state = state.clone();
+            Mock::given(method(verb))
+                .and(path(route))
+                .respond_with(move |request: &Request| answer(&state, request))
+                .mount(&server)
+                .await;
+        }
         Self { server, state }
+    }
+
+    /// Polls until the mock has received a `POST /predict` (a request reached the model).
+    pub async fn wait_until_called(&self, description: &str) {
+        poll_until(
+            async || self.predict_calls().await > 0,
+            description,
+            Duration::from_secs(5),
+        )
+        .await;
     }
 
     /// `POST /predict/batch` calls received.
@@ -539,7 +599,14 @@ impl MockModelService {
     }
 }
 
+/// How the mock answers one of its routes.
+type MockRoute = fn(&MockState, &Request) -> ResponseTemplate;
+
 impl MockState {
+    fn model_answer(&self, _: &Request) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(self.model_info())
+    }
+
     fn answer(&self) -> MockAnswer {
         *self.answer.lock().unwrap()
     }

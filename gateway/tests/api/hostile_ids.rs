@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{MockAnswer, MockModelService, StoreCall, TestOptions, spawn_app};
+use crate::helpers::{MockAnswer, StoreCall, app_with};
 
 /// (description, id) of ids an attacker tries first.
 fn hostile_ids() -> Vec<(&'static str, String)> {
@@ -45,8 +45,7 @@ fn assert_store_calls_are_confined(app: &crate::helpers::TestApp, description: &
 
 #[tokio::test]
 async fn hostile_ids_in_the_body_are_rejected_or_confined_to_one_document() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (_model, app) = app_with(MockAnswer::Predicts).await;
     for (description, id) in hostile_ids() {
         let response = app.predict(&id).await;
         let status = response.status().as_u16();
@@ -79,8 +78,7 @@ async fn hostile_ids_in_the_body_are_rejected_or_confined_to_one_document() {
 
 #[tokio::test]
 async fn hostile_ids_in_the_path_are_rejected_or_confined_to_one_document() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (model, app) = app_with(MockAnswer::Predicts).await;
     // Paths as an attacker's client sends them, byte for byte.
     let long = format!("/v1/predictions/{}", "a".repeat(10_000));
     let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![

@@ -6,14 +6,13 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    MockAnswer, MockModelService, ModelBackend, TestOptions, error_code, join_all, poll_until,
-    spawn_app,
+    MockAnswer, MockModelService, ModelBackend, TestOptions, app_with, app_with_settings,
+    assert_json_error, error_code, join_all, mock_key, poll_until, spawn_app,
 };
 
 #[tokio::test]
 async fn a_first_request_is_a_miss_and_a_second_a_hit_with_one_model_call() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (model, app) = app_with(MockAnswer::Predicts).await;
 
     let first: Value = app.predict("row-1").await.json().await.unwrap();
     let second: Value = app.predict("row-1").await.json().await.unwrap();
@@ -30,17 +29,11 @@ async fn a_first_request_is_a_miss_and_a_second_a_hit_with_one_model_call() {
 
 #[tokio::test]
 async fn the_stored_prediction_records_the_trace_that_computed_it() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (_model, app) = app_with(MockAnswer::Predicts).await;
 
     let response: Value = app.predict("row-2").await.json().await.unwrap();
 
-    let key = gateway::domain::PredictionKey {
-        model_name: "iris-classifier".into(),
-        model_version: "1".into(),
-        run_id: "run-1".into(),
-        data_id: gateway::domain::DataId::parse("row-2").unwrap(),
-    };
+    let key = mock_key("row-2");
     let stored = app.store.stored(&key).await.expect("stored");
     assert_eq!(stored.trace_id, response["trace_id"].as_str().unwrap());
     assert_eq!(stored.span_id.len(), 16);
@@ -48,8 +41,7 @@ async fn the_stored_prediction_records_the_trace_that_computed_it() {
 
 #[tokio::test]
 async fn the_response_continues_the_callers_trace_and_says_so_in_a_header() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (_model, app) = app_with(MockAnswer::Predicts).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
 
     let response = app
@@ -91,23 +83,17 @@ async fn concurrent_requests_for_one_new_id_cost_one_model_call() {
 
 #[tokio::test]
 async fn a_new_model_version_is_never_answered_from_the_old_versions_predictions() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(
-        TestOptions::with_model(model.backend())
-            .settings(|s| s.model.version_refresh = Duration::from_millis(50)),
-    )
+    let (model, app) = app_with_settings(MockAnswer::Predicts, |s| {
+        s.model.version_refresh = Duration::from_millis(50)
+    })
     .await;
     let first: Value = app.predict("row-4").await.json().await.unwrap();
     assert_eq!(first["cache"], "miss");
 
     model.set_version("2");
     // Once the gateway has learned version 2, version 1's prediction is not "stored".
-    poll_until(
-        async || app.get("/v1/predictions/row-4").await.status() == 404,
-        "version 2 to be learned",
-        Duration::from_secs(5),
-    )
-    .await;
+    app.wait_until_not_served("row-4", "version 2 to be learned")
+        .await;
     let after: Value = app.predict("row-4").await.json().await.unwrap();
 
     assert_eq!(after["cache"], "miss");
@@ -118,9 +104,7 @@ async fn a_new_model_version_is_never_answered_from_the_old_versions_predictions
 #[tokio::test]
 async fn an_unreachable_store_is_bypassed_and_the_model_answers() {
     let model = MockModelService::start(MockAnswer::Predicts).await;
-    let mut options = TestOptions::with_model(model.backend());
-    options.failing_store = true;
-    let app = spawn_app(options).await;
+    let app = spawn_app(TestOptions::with_model(model.backend()).failing_store()).await;
 
     let response = app.predict("row-5").await;
 
@@ -131,13 +115,11 @@ async fn an_unreachable_store_is_bypassed_and_the_model_answers() {
 
 #[tokio::test]
 async fn an_unknown_data_id_is_404() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (_model, app) = app_with(MockAnswer::Predicts).await;
 
     let response = app.predict("unknown-9").await;
 
-    assert_eq!(response.status(), 404);
-    assert_eq!(error_code(response).await, "unknown_data_id");
+    assert_json_error(response, 404, "unknown_data_id").await;
 }
 
 #[tokio::test]
@@ -146,15 +128,13 @@ async fn a_model_service_that_is_down_gives_503_with_retry_after() {
 
     let response = app.predict("row-6").await;
 
-    assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(error_code(response).await, "model_unavailable");
+    assert_json_error(response, 503, "model_unavailable").await;
 }
 
 #[tokio::test]
 async fn an_undecodable_model_answer_gives_an_opaque_502() {
-    let model = MockModelService::start(MockAnswer::Malformed).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (_model, app) = app_with(MockAnswer::Malformed).await;
 
     let response = app.predict("row-7").await;
 
@@ -169,28 +149,24 @@ async fn an_undecodable_model_answer_gives_an_opaque_502() {
 
 #[tokio::test]
 async fn a_model_that_does_not_answer_in_time_gives_504() {
-    let model = MockModelService::start(MockAnswer::Hangs).await;
-    let app = spawn_app(
-        TestOptions::with_model(model.backend())
-            .settings(|s| s.model.timeout = Duration::from_millis(200)),
-    )
+    let (_model, app) = app_with_settings(MockAnswer::Hangs, |s| {
+        s.model.timeout = Duration::from_millis(200)
+    })
     .await;
 
     let response = app.predict("row-8").await;
 
-    assert_eq!(response.status(), 504);
-    assert_eq!(error_code(response).await, "model_timeout");
+    assert_json_error(response, 504, "model_timeout").await;
 }
 
 #[tokio::test]
 async fn a_request_past_its_total_deadline_gives_504() {
     // A body that never finishes keeps the handler waiting on the client, not the model:
     // only the total deadline can end it.
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend()).settings(|s| {
+    let (_model, app) = app_with_settings(MockAnswer::Predicts, |s| {
         s.model.timeout = Duration::from_millis(100);
         s.server.request_timeout = Duration::from_millis(200);
-    }))
+    })
     .await;
     let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
     stream
@@ -214,11 +190,10 @@ async fn a_request_past_its_total_deadline_gives_504() {
 
 #[tokio::test]
 async fn requests_beyond_the_in_flight_cap_are_shed_with_503_and_retry_after() {
-    let model = MockModelService::start(MockAnswer::Hangs).await;
-    let app = spawn_app(TestOptions::with_model(model.backend()).settings(|s| {
+    let (model, app) = app_with_settings(MockAnswer::Hangs, |s| {
         s.server.max_in_flight = 1;
         s.model.timeout = Duration::from_millis(3_000);
-    }))
+    })
     .await;
     let stuck = {
         let client = app.client.clone();
@@ -232,18 +207,14 @@ async fn requests_beyond_the_in_flight_cap_are_shed_with_503_and_retry_after() {
         })
     };
     // Wait until the first request holds the only slot (it reached the model).
-    poll_until(
-        async || model.predict_calls().await > 0,
-        "the first request to reach the model",
-        Duration::from_secs(5),
-    )
-    .await;
+    model
+        .wait_until_called("the first request to reach the model")
+        .await;
 
     let response = app.predict("row-10").await;
 
-    assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
-    assert_eq!(error_code(response).await, "overloaded");
+    assert_json_error(response, 503, "overloaded").await;
     stuck.abort();
 }
 
@@ -352,20 +323,17 @@ async fn unknown_routes_and_methods_get_json_errors() {
     let not_found = app.get("/v2/nothing").await;
     let wrong_method = app.get("/v1/predict").await;
 
-    assert_eq!(not_found.status(), 404);
-    assert_eq!(error_code(not_found).await, "not_found");
-    assert_eq!(wrong_method.status(), 405);
-    assert_eq!(error_code(wrong_method).await, "method_not_allowed");
+    assert_json_error(not_found, 404, "not_found").await;
+    assert_json_error(wrong_method, 405, "method_not_allowed").await;
 }
 
 #[tokio::test]
 async fn a_model_that_keeps_failing_opens_the_circuit_hits_still_serve_and_it_closes_again() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend()).settings(|s| {
+    let (model, app) = app_with_settings(MockAnswer::Predicts, |s| {
         s.model.timeout = Duration::from_millis(1_000);
         s.model.breaker_threshold = 2;
         s.model.breaker_cool_down = Duration::from_millis(300);
-    }))
+    })
     .await;
     assert_eq!(app.predict("row-cached").await.status(), 200);
     model.set_answer(MockAnswer::Hangs);
@@ -404,20 +372,14 @@ async fn a_model_that_keeps_failing_opens_the_circuit_hits_still_serve_and_it_cl
 
 #[tokio::test]
 async fn a_write_the_store_refused_is_retried_until_the_store_takes_it() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (_model, app) = app_with(MockAnswer::Predicts).await;
     app.store.set_failing(true);
 
     let response: Value = app.predict("row-later").await.json().await.unwrap();
     app.store.set_failing(false);
 
     assert_eq!(response["cache"], "bypass");
-    let key = gateway::domain::PredictionKey {
-        model_name: "iris-classifier".into(),
-        model_version: "1".into(),
-        run_id: "run-1".into(),
-        data_id: gateway::domain::DataId::parse("row-later").unwrap(),
-    };
+    let key = mock_key("row-later");
     poll_until(
         async || app.store.stored(&key).await.is_some(),
         "the queued write to land",

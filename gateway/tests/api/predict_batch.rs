@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{MockAnswer, MockModelService, ModelBackend, TestOptions, spawn_app};
+use crate::helpers::{MockAnswer, ModelBackend, TestOptions, app_with, spawn_app};
 
 async fn post_batch(app: &crate::helpers::TestApp, body: Value) -> reqwest::Response {
     app.client
@@ -15,8 +15,7 @@ async fn post_batch(app: &crate::helpers::TestApp, body: Value) -> reqwest::Resp
 
 #[tokio::test]
 async fn a_batch_computes_its_misses_in_one_model_call_and_serves_them_as_hits_next_time() {
-    let model = MockModelService::start(MockAnswer::Predicts).await;
-    let app = spawn_app(TestOptions::with_model(model.backend())).await;
+    let (model, app) = app_with(MockAnswer::Predicts).await;
     app.predict("row-2").await;
     let body = json!({"data_ids": ["row-1", "row-2", "unknown-3", "row-1"]});
 

@@ -3,27 +3,32 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::domain::{DataId, ModelInfo, PredictionKey};
 use gateway::store::{Lease, LeaseGrant, LeaseOutcome, PredictionStore};
 use serde_json::Value;
 
 use crate::helpers::{
-    MockAnswer, MockModelService, RecordingStore, TestOptions, join_all, spawn_app,
+    MockAnswer, MockModelService, RecordingStore, TestOptions, join_all, mock_key, spawn_app,
 };
 
-/// The mock's model.
-fn model_one() -> ModelInfo {
-    ModelInfo {
-        name: "iris-classifier".into(),
-        version: "1".into(),
-        run_id: "run-1".into(),
-    }
+/// The answer is 200, given within 2 s of `since`, after this replica's one model call.
+async fn assert_computed_here_within_2_s(
+    response: reqwest::Response,
+    since: Instant,
+    model: &MockModelService,
+) {
+    assert_eq!(response.status(), 200);
+    assert!(
+        since.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        since.elapsed()
+    );
+    assert_eq!(model.predict_calls().await, 1);
 }
 
 /// Leaves a lease on `data_id` as another replica computing it would: `ttl` long, not
 /// released unless the test does.
 async fn other_replicas_lease(store: &RecordingStore, data_id: &str, ttl: Duration) -> Lease {
-    let key = PredictionKey::new(&model_one(), DataId::parse(data_id).unwrap());
+    let key = mock_key(data_id);
     let grant = LeaseGrant {
         holder: "other-replica".into(),
         ttl,
@@ -88,7 +93,7 @@ async fn concurrent_misses_for_one_key_across_three_replicas_cost_one_model_call
         .map(|(_, _, body)| body["trace_id"].as_str().unwrap().to_owned())
         .collect();
     assert!(served_traces.contains(computing_trace.as_str().unwrap()));
-    let key = PredictionKey::new(&model_one(), DataId::parse("cust-shared").unwrap());
+    let key = mock_key("cust-shared");
     assert_eq!(
         store.inner().lease(&key).await.unwrap(),
         None,
@@ -116,7 +121,7 @@ async fn a_lease_left_by_a_dead_replica_is_taken_over_once_it_expires() {
     assert!(elapsed >= ttl - Duration::from_millis(100), "{elapsed:?}");
     assert!(elapsed < ttl + Duration::from_millis(1_500), "{elapsed:?}");
     assert_eq!(model.predict_calls().await, 1);
-    let key = PredictionKey::new(&model_one(), DataId::parse("cust-orphan").unwrap());
+    let key = mock_key("cust-orphan");
     assert!(store.stored(&key).await.is_some());
     assert_eq!(store.inner().lease(&key).await.unwrap(), None, "released");
 }
@@ -164,13 +169,7 @@ async fn a_no_cache_request_does_not_wait_for_another_replicas_lease() {
     let response = app.predict_with("cust-busy", &["no-cache"]).await;
 
     // Assert: computed at once.
-    assert_eq!(response.status(), 200);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(model.predict_calls().await, 1);
+    assert_computed_here_within_2_s(response, started, &model).await;
 }
 
 #[tokio::test]
@@ -187,17 +186,11 @@ async fn a_lease_released_without_a_prediction_lets_a_waiting_replica_compute_at
 
     // Act: the other replica gives up and releases its lease, having written nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let key = PredictionKey::new(&model_one(), DataId::parse("cust-failed").unwrap());
+    let key = mock_key("cust-failed");
     store.inner().release_lease(&key, &lease).await.unwrap();
     let released = Instant::now();
     let response = waiting.await.unwrap();
 
     // Assert: computed here, within a poll or two of the release, not after the minute.
-    assert_eq!(response.status(), 200);
-    assert!(
-        released.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        released.elapsed()
-    );
-    assert_eq!(model.predict_calls().await, 1);
+    assert_computed_here_within_2_s(response, released, &model).await;
 }
