@@ -16,13 +16,19 @@ MODEL_SERVICE_SETTINGS = REPO_ROOT / "model-service" / "model_service" / "core" 
 
 def gateway_variables() -> set[str]:
     """`GATEWAY__<SECTION>__<KEY>` for each field of the settings structs `Settings` declares
-    (`pub server: ServerSettings` -> `GATEWAY__SERVER__*`); a secret field also takes `..._FILE`."""
+    (`pub server: ServerSettings` -> `GATEWAY__SERVER__*`; KEY is the field's serde rename or its
+    name); a secret field also takes `..._FILE`."""
     text = GATEWAY_CONFIGURATION.read_text()
     names = set()
     for section, struct in re.findall(r"^    pub (\w+): (\w+Settings),", text, flags=re.MULTILINE):
         body = re.search(rf"^pub struct {struct} \{{(.*?)^\}}", text, flags=re.MULTILINE | re.DOTALL)
-        for field, kind in re.findall(r"^    pub (\w+): ([^\n]+),$", body.group(1), flags=re.MULTILINE):
-            name = f"GATEWAY__{section.upper()}__{field.upper()}"
+        fields = re.findall(
+            r"((?:^    #\[(?:[^\]]|\n)*\]\n)*)^    pub (\w+): ([^\n]+),$", body.group(1), flags=re.MULTILINE
+        )
+        for attributes, field, kind in fields:
+            # A typed field keeps its variable's name through `#[serde(rename = "TIMEOUT_MS")]`.
+            renamed = re.search(r'rename = "(\w+)"', attributes)
+            name = f"GATEWAY__{section.upper()}__{renamed.group(1) if renamed else field.upper()}"
             names.add(name)
             if "SecretString" in kind:
                 names.add(f"{name}_FILE")
