@@ -72,6 +72,11 @@ impl StoredPrediction {
             span_id: computing.span_id().to_string(),
         }
     }
+
+    /// The key it is stored under: its model (name, version label, run) and its row.
+    pub fn key(&self) -> PredictionKey {
+        PredictionKey::new(&self.model, self.data_id.clone())
+    }
 }
 
 /// The cache key (SPEC "Cache semantics"): a prediction is only ever served for the same

@@ -138,7 +138,7 @@ impl PredictionService {
             // After the answer, so no requester waits for it; after the write, so a replica
             // that sees the lease gone finds the prediction.
             if let Some(lease) = lease {
-                this.release_lease(&landing.key, &lease).await;
+                this.release_lease(&lease).await;
             }
             if linger {
                 tokio::time::sleep(COALESCE_LINGER).await;
@@ -210,8 +210,7 @@ impl PredictionService {
                 lease: None,
             });
         }
-        let store_key = PredictionKey::new(&stored.model, key.data_id.clone());
-        match self.store.put(&store_key, &stored).await {
+        match self.store.put(&stored).await {
             Ok(()) => {
                 tracing::info!(
                     ml.data_id = %stored.data_id,
@@ -230,7 +229,7 @@ impl PredictionService {
                     error = &error as &dyn std::error::Error,
                     "cannot store the prediction; queued for a retry"
                 );
-                self.write_behind.enqueue(store_key, stored.clone());
+                self.write_behind.enqueue(stored.clone());
                 Ok(Computed {
                     prediction: stored,
                     stored: false,

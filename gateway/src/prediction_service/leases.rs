@@ -214,7 +214,7 @@ impl PredictionService {
                         computing_trace_id = %expired.trace_id,
                         "taking over an expired computation lease"
                     );
-                    if let Some(lease) = self.store.take_over_lease(key, &expired, &grant).await? {
+                    if let Some(lease) = self.store.take_over_lease(&expired, &grant).await? {
                         return Ok(Coordination::compute(Some(lease), LeaseUse::TakenOver));
                     }
                 }
@@ -224,11 +224,11 @@ impl PredictionService {
     }
 
     /// Releases `lease` (best effort: it expires anyway).
-    pub(super) async fn release_lease(&self, key: &PredictionKey, lease: &Lease) {
-        if let Err(error) = self.store.release_lease(key, lease).await {
+    pub(super) async fn release_lease(&self, lease: &Lease) {
+        if let Err(error) = self.store.release_lease(lease).await {
             tracing::debug!(
                 error = &error as &dyn std::error::Error,
-                ml.data_id = %key.data_id,
+                ml.data_id = %lease.key.data_id,
                 "cannot release the computation lease; it expires by itself"
             );
         }

@@ -466,10 +466,7 @@ impl PredictionService {
                 created_at,
                 &span_context,
             );
-            writes.push((
-                PredictionKey::new(&answer.model, data_id.clone()),
-                stored.clone(),
-            ));
+            writes.push(stored.clone());
             computed.insert(data_id, stored);
         }
         let not_found = answer
@@ -487,8 +484,8 @@ impl PredictionService {
                 error = &error as &dyn std::error::Error,
                 "cannot store the batch's predictions; queued for a retry"
             );
-            for (key, prediction) in writes {
-                self.write_behind.enqueue(key, prediction);
+            for prediction in writes {
+                self.write_behind.enqueue(prediction);
             }
             false
         } else {

@@ -750,13 +750,9 @@ impl PredictionStore for ElasticsearchStore {
         })
     }
 
-    fn put<'a>(
-        &'a self,
-        key: &'a PredictionKey,
-        prediction: &'a StoredPrediction,
-    ) -> StoreFuture<'a, ()> {
+    fn put<'a>(&'a self, prediction: &'a StoredPrediction) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let id = document_id(key);
+            let id = document_id(&prediction.key());
             let call = Call {
                 method: Method::PUT,
                 body: Some(json_payload(&Document::of(prediction))?),
@@ -807,17 +803,14 @@ impl PredictionStore for ElasticsearchStore {
         })
     }
 
-    fn put_many<'a>(
-        &'a self,
-        items: &'a [(PredictionKey, StoredPrediction)],
-    ) -> StoreFuture<'a, ()> {
+    fn put_many<'a>(&'a self, predictions: &'a [StoredPrediction]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            if items.is_empty() {
+            if predictions.is_empty() {
                 return Ok(());
             }
             let mut body = Vec::new();
-            for (key, prediction) in items {
-                let action = json!({ "index": { "_id": document_id(key) } });
+            for prediction in predictions {
+                let action = json!({ "index": { "_id": document_id(&prediction.key()) } });
                 serde_json::to_writer(&mut body, &action)
                     .and_then(|()| {
                         body.push(b'\n');
@@ -832,14 +825,14 @@ impl PredictionStore for ElasticsearchStore {
                 bytes: body.into(),
             };
             let call = Call {
-                batch_size: Some(items.len()),
+                batch_size: Some(predictions.len()),
                 ..Call::fixed(Method::POST, Some(payload))
             };
             let answer = self.call(op, call).await?;
             if answer.status != 200 {
                 return Err(status_error(answer.status, &answer.body));
             }
-            bulk_outcome(&answer.body, items.len())
+            bulk_outcome(&answer.body, predictions.len())
         })
     }
 
@@ -868,19 +861,14 @@ impl PredictionStore for ElasticsearchStore {
 
     fn take_over_lease<'a>(
         &'a self,
-        key: &'a PredictionKey,
         expired: &'a Lease,
         grant: &'a LeaseGrant,
     ) -> StoreFuture<'a, Option<Lease>> {
-        Box::pin(self.replace_lease(key, expired, grant))
+        Box::pin(self.replace_lease(expired, grant))
     }
 
-    fn release_lease<'a>(
-        &'a self,
-        key: &'a PredictionKey,
-        lease: &'a Lease,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(self.delete_lease(key, lease))
+    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+        Box::pin(self.delete_lease(lease))
     }
 
     fn kind(&self) -> &'static str {

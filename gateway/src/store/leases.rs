@@ -139,7 +139,7 @@ impl ElasticsearchStore {
     ) -> Result<LeaseOutcome, StoreError> {
         let id = document_id(key);
         let op = &self.operations.leases.create;
-        let mut lease = Lease::granted(grant, LeaseVersion::default());
+        let mut lease = Lease::granted(key, grant, LeaseVersion::default());
         let answer = self
             .call(op, lease_call(Method::PUT, &id, None, Some(&lease))?)
             .await?;
@@ -184,6 +184,7 @@ impl ElasticsearchStore {
             return Ok(None);
         };
         Ok(Some(Lease {
+            key: key.clone(),
             holder: document.holder,
             expires_at: document.expires_at,
             trace_id: document.trace.id,
@@ -194,18 +195,17 @@ impl ElasticsearchStore {
         }))
     }
 
-    /// `PUT /<leases>/_doc/<id>?if_seq_no=..&if_primary_term=..` with `grant`'s lease: the
-    /// new lease, or `None` on 409 (someone changed or deleted it since it was read;
-    /// Elasticsearch docs, optimistic concurrency control).
+    /// `PUT /<leases>/_doc/<id>?if_seq_no=..&if_primary_term=..` with `grant`'s lease on
+    /// `expired`'s key: the new lease, or `None` on 409 (someone changed or deleted it
+    /// since it was read; Elasticsearch docs, optimistic concurrency control).
     pub(super) async fn replace_lease(
         &self,
-        key: &PredictionKey,
         expired: &Lease,
         grant: &LeaseGrant,
     ) -> Result<Option<Lease>, StoreError> {
-        let id = document_id(key);
+        let id = document_id(&expired.key);
         let op = &self.operations.leases.index;
-        let mut lease = Lease::granted(grant, LeaseVersion::default());
+        let mut lease = Lease::granted(&expired.key, grant, LeaseVersion::default());
         let call = lease_call(Method::PUT, &id, Some(expired.version), Some(&lease))?;
         let answer = self.call(op, call).await?;
         match answer.status {
@@ -222,12 +222,8 @@ impl ElasticsearchStore {
 
     /// `DELETE /<leases>/_doc/<id>?if_seq_no=..&if_primary_term=..`: a lease already gone
     /// (404) or taken over (409) is left alone and not an error.
-    pub(super) async fn delete_lease(
-        &self,
-        key: &PredictionKey,
-        lease: &Lease,
-    ) -> Result<(), StoreError> {
-        let id = document_id(key);
+    pub(super) async fn delete_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let id = document_id(&lease.key);
         let op = &self.operations.leases.delete;
         let call = lease_call(Method::DELETE, &id, Some(lease.version), None)?;
         let answer = self.call(op, call).await?;
@@ -418,6 +414,7 @@ mod tests {
     async fn a_take_over_is_conditional_on_the_version_read() {
         let (server, store) = store().await;
         let expired = Lease {
+            key: key(),
             holder: "dead".into(),
             expires_at: Utc::now() - chrono::Duration::seconds(1),
             trace_id: "cd".repeat(16),
@@ -445,8 +442,8 @@ mod tests {
             .mount(&server)
             .await;
 
-        let taken = store.take_over_lease(&key(), &expired, &grant()).await;
-        let lost = store.take_over_lease(&key(), &expired, &grant()).await;
+        let taken = store.take_over_lease(&expired, &grant()).await;
+        let lost = store.take_over_lease(&expired, &grant()).await;
 
         let taken = taken.unwrap().expect("the version matched");
         assert_eq!(taken.version.seq_no, 8);
@@ -462,6 +459,7 @@ mod tests {
     async fn a_release_deletes_only_the_version_held_and_a_conflict_is_no_error() {
         let (server, store) = store().await;
         let lease = Lease::granted(
+            &key(),
             &grant(),
             LeaseVersion {
                 seq_no: 9,
@@ -486,7 +484,7 @@ mod tests {
                 .mount(&server)
                 .await;
 
-            let result = store.release_lease(&key(), &lease).await;
+            let result = store.release_lease(&lease).await;
 
             assert_eq!(result.is_ok(), ok, "{description}: {result:?}");
             server.verify().await;

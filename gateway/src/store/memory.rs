@@ -33,16 +33,16 @@ impl Leases {
             seq_no: self.seq_no,
             primary_term: 1,
         };
-        let lease = Lease::granted(grant, version);
+        let lease = Lease::granted(key, grant, version);
         self.by_key.insert(key.clone(), lease.clone());
         lease
     }
 
-    /// Whether `key`'s lease is at `version`.
-    fn is_at(&self, key: &PredictionKey, version: LeaseVersion) -> bool {
+    /// Whether the lease of `lease`'s key is still at `lease`'s version.
+    fn is_at(&self, lease: &Lease) -> bool {
         self.by_key
-            .get(key)
-            .is_some_and(|lease| lease.version == version)
+            .get(&lease.key)
+            .is_some_and(|held| held.version == lease.version)
     }
 }
 
@@ -77,16 +77,12 @@ impl PredictionStore for MemoryStore {
         Box::pin(async move { Ok(self.read().get(key).cloned()) })
     }
 
-    fn put<'a>(
-        &'a self,
-        key: &'a PredictionKey,
-        prediction: &'a StoredPrediction,
-    ) -> StoreFuture<'a, ()> {
+    fn put<'a>(&'a self, prediction: &'a StoredPrediction) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.predictions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone(), prediction.clone());
+                .insert(prediction.key(), prediction.clone());
             Ok(())
         })
     }
@@ -115,28 +111,23 @@ impl PredictionStore for MemoryStore {
 
     fn take_over_lease<'a>(
         &'a self,
-        key: &'a PredictionKey,
         expired: &'a Lease,
         grant: &'a LeaseGrant,
     ) -> StoreFuture<'a, Option<Lease>> {
         Box::pin(async move {
             let mut leases = self.leases();
-            if !leases.is_at(key, expired.version) {
+            if !leases.is_at(expired) {
                 return Ok(None);
             }
-            Ok(Some(leases.write(key, grant)))
+            Ok(Some(leases.write(&expired.key, grant)))
         })
     }
 
-    fn release_lease<'a>(
-        &'a self,
-        key: &'a PredictionKey,
-        lease: &'a Lease,
-    ) -> StoreFuture<'a, ()> {
+    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut leases = self.leases();
-            if leases.is_at(key, lease.version) {
-                leases.by_key.remove(key);
+            if leases.is_at(lease) {
+                leases.by_key.remove(&lease.key);
             }
             Ok(())
         })
@@ -179,7 +170,7 @@ mod tests {
         let store = MemoryStore::new();
         let (key_v1, prediction) = stored("1");
         let (key_v2, _) = stored("2");
-        store.put(&key_v1, &prediction).await.unwrap();
+        store.put(&prediction).await.unwrap();
         assert_eq!(store.get(&key_v1).await.unwrap(), Some(prediction));
         assert_eq!(store.get(&key_v2).await.unwrap(), None);
     }
@@ -208,13 +199,9 @@ mod tests {
             .await
             .unwrap()
             .expect("the lease is stored");
-        let taken = store
-            .take_over_lease(&key, &read, &grant("b", 60_000))
-            .await;
-        let late = store
-            .take_over_lease(&key, &read, &grant("c", 60_000))
-            .await;
-        store.release_lease(&key, &first).await.unwrap();
+        let taken = store.take_over_lease(&read, &grant("b", 60_000)).await;
+        let late = store.take_over_lease(&read, &grant("c", 60_000)).await;
+        store.release_lease(&first).await.unwrap();
 
         assert_eq!(second, LeaseOutcome::HeldElsewhere);
         assert_eq!((read.holder.as_str(), read.is_expired()), ("a", true));
@@ -225,7 +212,7 @@ mod tests {
             Some(taken.clone()),
             "a's release did not delete b's lease"
         );
-        store.release_lease(&key, &taken).await.unwrap();
+        store.release_lease(&taken).await.unwrap();
         assert_eq!(store.lease(&key).await.unwrap(), None);
     }
 }

@@ -25,12 +25,9 @@ pub trait PredictionStore: Send + Sync + 'static {
     /// The stored prediction of `key`, if any.
     fn get<'a>(&'a self, key: &'a PredictionKey) -> StoreFuture<'a, Option<StoredPrediction>>;
 
-    /// Stores `prediction` under `key`, replacing what was there.
-    fn put<'a>(
-        &'a self,
-        key: &'a PredictionKey,
-        prediction: &'a StoredPrediction,
-    ) -> StoreFuture<'a, ()>;
+    /// Stores `prediction` under its key ([`StoredPrediction::key`]), replacing what was
+    /// there.
+    fn put<'a>(&'a self, prediction: &'a StoredPrediction) -> StoreFuture<'a, ()>;
 
     /// The stored predictions of `keys`, in order (one multi-get where the store has one).
     fn get_many<'a>(
@@ -46,14 +43,11 @@ pub trait PredictionStore: Send + Sync + 'static {
         })
     }
 
-    /// Stores every (key, prediction) pair (one bulk request where the store has one).
-    fn put_many<'a>(
-        &'a self,
-        items: &'a [(PredictionKey, StoredPrediction)],
-    ) -> StoreFuture<'a, ()> {
+    /// Stores every prediction under its key (one bulk request where the store has one).
+    fn put_many<'a>(&'a self, predictions: &'a [StoredPrediction]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            for (key, prediction) in items {
-                self.put(key, prediction).await?;
+            for prediction in predictions {
+                self.put(prediction).await?;
             }
             Ok(())
         })
@@ -71,8 +65,7 @@ pub trait PredictionStore: Send + Sync + 'static {
         key: &'a PredictionKey,
         grant: &'a LeaseGrant,
     ) -> StoreFuture<'a, LeaseOutcome> {
-        let _ = key;
-        Box::pin(async move { Ok(LeaseOutcome::Acquired(Lease::ungranted(grant))) })
+        Box::pin(async move { Ok(LeaseOutcome::Acquired(Lease::ungranted(key, grant))) })
     }
 
     /// The lease of `key`'s computation as the store holds it now, expired or not; `None`
@@ -82,28 +75,23 @@ pub trait PredictionStore: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
-    /// Replaces `expired` (as [`Self::lease`] read it) by a lease for `grant`, only if
-    /// nobody changed it since (Elasticsearch optimistic concurrency control: `if_seq_no`
-    /// and `if_primary_term`); `None` when another holder got there first.
+    /// Replaces `expired` (as [`Self::lease`] read it) by a lease on the same key for
+    /// `grant`, only if nobody changed it since (Elasticsearch optimistic concurrency
+    /// control: `if_seq_no` and `if_primary_term`); `None` when another holder got there
+    /// first.
     fn take_over_lease<'a>(
         &'a self,
-        key: &'a PredictionKey,
         expired: &'a Lease,
         grant: &'a LeaseGrant,
     ) -> StoreFuture<'a, Option<Lease>> {
-        let _ = (key, expired);
-        Box::pin(async move { Ok(Some(Lease::ungranted(grant))) })
+        Box::pin(async move { Ok(Some(Lease::ungranted(&expired.key, grant))) })
     }
 
     /// Deletes `lease` if it is still the one the store holds (the same optimistic
     /// concurrency check), so a lease another replica took over is never deleted. A lease
     /// already gone or taken over is not an error.
-    fn release_lease<'a>(
-        &'a self,
-        key: &'a PredictionKey,
-        lease: &'a Lease,
-    ) -> StoreFuture<'a, ()> {
-        let _ = (key, lease);
+    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+        let _ = lease;
         Box::pin(async { Ok(()) })
     }
 
@@ -126,6 +114,9 @@ pub struct LeaseGrant {
 /// over once expired, released by its holder when the prediction is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    /// The key whose computation it leases (Elasticsearch stores the lease under the
+    /// key's [`document_id`], so take-overs and releases need nothing else).
+    pub key: PredictionKey,
     /// The process holding it ([`LeaseGrant::holder`]).
     pub holder: String,
     /// When it expires; another replica may take it over after.
@@ -149,13 +140,14 @@ pub struct LeaseVersion {
 }
 
 impl Lease {
-    /// The lease `grant` asks for, expiring `grant.ttl` from now, at `version`.
-    pub fn granted(grant: &LeaseGrant, version: LeaseVersion) -> Self {
+    /// The lease `grant` asks for on `key`, expiring `grant.ttl` from now, at `version`.
+    pub fn granted(key: &PredictionKey, grant: &LeaseGrant, version: LeaseVersion) -> Self {
         let expires_at = chrono::Duration::from_std(grant.ttl)
             .ok()
             .and_then(|ttl| Utc::now().checked_add_signed(ttl))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         Self {
+            key: key.clone(),
             holder: grant.holder.clone(),
             expires_at,
             trace_id: grant.trace_id.clone(),
@@ -164,8 +156,8 @@ impl Lease {
     }
 
     /// What a store without leases grants: a lease nobody else sees.
-    fn ungranted(grant: &LeaseGrant) -> Self {
-        Self::granted(grant, LeaseVersion::default())
+    fn ungranted(key: &PredictionKey, grant: &LeaseGrant) -> Self {
+        Self::granted(key, grant, LeaseVersion::default())
     }
 
     /// Whether it has expired by the clock of this process.

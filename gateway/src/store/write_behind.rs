@@ -13,7 +13,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::domain::{PredictionKey, StoredPrediction};
+use crate::domain::StoredPrediction;
 use crate::store::{PredictionStore, StoreError};
 use crate::telemetry::link_to_computing_trace;
 
@@ -47,7 +47,6 @@ impl GiveUp {
 /// One prediction waiting to be written.
 #[derive(Debug)]
 struct Item {
-    key: PredictionKey,
     prediction: StoredPrediction,
     /// Attempts made by the queue so far (the request's own write is not counted); the
     /// backoff grows with them.
@@ -156,9 +155,8 @@ impl WriteBehind {
     }
 
     /// Queues a write; if the queue is full the prediction is given up (counted, logged).
-    pub fn enqueue(&self, key: PredictionKey, prediction: StoredPrediction) {
+    pub fn enqueue(&self, prediction: StoredPrediction) {
         let item = Item {
-            key,
             prediction,
             attempts: 0,
             refusals: 0,
@@ -344,7 +342,7 @@ impl Worker {
                     .saturating_mul(1 << item.attempts.min(16))
                     .min(MAX_BACKOFF);
                 tracing::warn!(
-                    ml.data_id = %item.key.data_id,
+                    ml.data_id = %item.prediction.data_id,
                     attempt = item.attempts,
                     retry_in_ms = backoff.as_millis() as u64,
                     error = &error as &dyn std::error::Error,
@@ -367,14 +365,11 @@ async fn attempt(
         parent: None,
         "write_behind",
         otel.name = "write-behind retry",
-        ml.data_id = %item.key.data_id,
+        ml.data_id = %item.prediction.data_id,
         ml.write_behind.attempt = i64::from(item.attempts),
     );
     link_to_computing_trace(&span, &item.prediction);
-    let result = store
-        .put(&item.key, &item.prediction)
-        .instrument(span)
-        .await;
+    let result = store.put(&item.prediction).instrument(span).await;
     (item, result)
 }
 
@@ -382,8 +377,8 @@ async fn attempt(
 fn give_up(dropped: &Counter<u64>, item: &Item, reason: GiveUp, error: Option<&StoreError>) {
     dropped.add(1, &[KeyValue::new("reason", reason.as_str())]);
     tracing::error!(
-        ml.data_id = %item.key.data_id,
-        ml.model.version = %item.key.model_version,
+        ml.data_id = %item.prediction.data_id,
+        ml.model.version = %item.prediction.model.version,
         computing_trace_id = %item.prediction.trace_id,
         reason = reason.as_str(),
         attempts = item.attempts,
@@ -417,7 +412,7 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::domain::{DataId, ModelInfo, Prediction};
+    use crate::domain::{DataId, ModelInfo, Prediction, PredictionKey};
     use crate::store::StoreFuture;
 
     /// A store whose answer to each data id's write follows a script (then succeeds);
@@ -455,13 +450,9 @@ mod tests {
             Box::pin(async { Ok(None) })
         }
 
-        fn put<'a>(
-            &'a self,
-            key: &'a PredictionKey,
-            _: &'a StoredPrediction,
-        ) -> StoreFuture<'a, ()> {
+        fn put<'a>(&'a self, prediction: &'a StoredPrediction) -> StoreFuture<'a, ()> {
             Box::pin(async move {
-                let id = key.data_id.as_str().to_owned();
+                let id = prediction.data_id.as_str().to_owned();
                 self.attempts.lock().unwrap().push(id.clone());
                 let next = {
                     let mut script = self.script.lock().unwrap();
@@ -488,16 +479,16 @@ mod tests {
         }
     }
 
-    fn item(id: &str) -> (PredictionKey, StoredPrediction) {
+    fn item(id: &str) -> StoredPrediction {
         let data_id = DataId::parse(id).unwrap();
         let model = ModelInfo {
             name: "m".into(),
             version: "v1".into(),
             run_id: "r".into(),
         };
-        let prediction = StoredPrediction {
-            data_id: data_id.clone(),
-            model: model.clone(),
+        StoredPrediction {
+            data_id,
+            model,
             prediction: Prediction {
                 label: "x".into(),
                 probabilities: Default::default(),
@@ -506,14 +497,12 @@ mod tests {
             created_at: Utc::now(),
             trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
             span_id: "b7ad6b7169203331".into(),
-        };
-        (PredictionKey::new(&model, data_id), prediction)
+        }
     }
 
     /// Queues the prediction of [`item`] `id`.
     fn enqueue_item(queue: &WriteBehind, id: &str) {
-        let (key, prediction) = item(id);
-        queue.enqueue(key, prediction);
+        queue.enqueue(item(id));
     }
 
     /// An outage as the store reports it; reqwest errors have no public constructor,
@@ -769,7 +758,7 @@ mod tests {
         assert!(
             given_up
                 .iter()
-                .all(|fields| fields["computing_trace_id"] == item("x").1.trace_id.as_str()),
+                .all(|fields| fields["computing_trace_id"] == item("x").trace_id.as_str()),
             "each line names the trace that computed the prediction: {given_up:?}"
         );
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use gateway::domain::{DataId, Prediction, PredictionKey, StoredPrediction};
+use gateway::domain::{DataId, Prediction, StoredPrediction};
 use gateway::store::PredictionStore;
 use serde_json::Value;
 
@@ -15,9 +15,8 @@ use crate::helpers::{
 
 /// Stores a prediction of `data_id` under the mock's model, computed `age` ago.
 async fn plant(app: &TestApp, data_id: &str, age: Duration) -> StoredPrediction {
-    let data_id = DataId::parse(data_id).unwrap();
     let prediction = StoredPrediction {
-        data_id: data_id.clone(),
+        data_id: DataId::parse(data_id).unwrap(),
         model: mock_model(),
         prediction: Prediction {
             label: "planted".into(),
@@ -28,8 +27,7 @@ async fn plant(app: &TestApp, data_id: &str, age: Duration) -> StoredPrediction 
         trace_id: "1".repeat(32),
         span_id: "1".repeat(16),
     };
-    let key = PredictionKey::new(&mock_model(), data_id);
-    app.store.put(&key, &prediction).await.unwrap();
+    app.store.put(&prediction).await.unwrap();
     prediction
 }
 

@@ -383,14 +383,10 @@ impl PredictionStore for RecordingStore {
         })
     }
 
-    fn put<'a>(
-        &'a self,
-        key: &'a PredictionKey,
-        prediction: &'a StoredPrediction,
-    ) -> StoreFuture<'a, ()> {
+    fn put<'a>(&'a self, prediction: &'a StoredPrediction) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.record(StoreCall::Put(key.clone()))?;
-            self.inner.put(key, prediction).await
+            self.record(StoreCall::Put(prediction.key()))?;
+            self.inner.put(prediction).await
         })
     }
 
@@ -418,24 +414,19 @@ impl PredictionStore for RecordingStore {
 
     fn take_over_lease<'a>(
         &'a self,
-        key: &'a PredictionKey,
         expired: &'a Lease,
         grant: &'a LeaseGrant,
     ) -> StoreFuture<'a, Option<Lease>> {
         Box::pin(async move {
             self.available()?;
-            self.inner.take_over_lease(key, expired, grant).await
+            self.inner.take_over_lease(expired, grant).await
         })
     }
 
-    fn release_lease<'a>(
-        &'a self,
-        key: &'a PredictionKey,
-        lease: &'a Lease,
-    ) -> StoreFuture<'a, ()> {
+    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.available()?;
-            self.inner.release_lease(key, lease).await
+            self.inner.release_lease(lease).await
         })
     }
 

@@ -186,8 +186,7 @@ async fn a_lease_released_without_a_prediction_lets_a_waiting_replica_compute_at
 
     // Act: the other replica gives up and releases its lease, having written nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let key = mock_key("cust-failed");
-    store.inner().release_lease(&key, &lease).await.unwrap();
+    store.inner().release_lease(&lease).await.unwrap();
     let released = Instant::now();
     let response = waiting.await.unwrap();
 
