@@ -288,6 +288,16 @@ def load_average() -> str:
     return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def kept_sections(results: Path) -> str:
+    """The sections a person wrote below the generated table (from the first `## ` heading
+    on), so a new run replaces the figures and keeps the analysis."""
+    if not results.exists():
+        return ""
+    text = results.read_text()
+    start = text.find("\n## ")
+    return "" if start < 0 else text[start:]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=6, help="length of one wrk run (default 6)")
@@ -369,7 +379,7 @@ def main() -> int:
         args, rows, rss_idle, rss_open, model_calls, answered, started, load_before, load_average(), command
     )
     print(report)
-    args.output.write_text(report)
+    args.output.write_text(report + kept_sections(args.output))
     print(f"bench: written to {args.output}", file=sys.stderr)
     return 0
 
