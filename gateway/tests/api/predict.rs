@@ -109,6 +109,11 @@ async fn an_unreachable_store_is_bypassed_and_the_model_answers() {
     let response = app.predict("row-5").await;
 
     assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["cache-status"],
+        "inference-gateway; fwd=miss; stored=?0; detail=bypass",
+        "the write went to the write-behind queue, not the store"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["cache"], "bypass");
 }
