@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402
     HIT_IDS,
     HOLD_WAVES,
-    INDEX_ALIAS,
     OPEN_CONNECTIONS,
     exported_env,
+    gateway_env,
     hold_connections,
     idle_cpu_rates,
     predict_line,
@@ -116,13 +116,7 @@ def main() -> int:
     try:
         node = SearchNode.start(provisioned("provision-search-node.sh"), work_dir)
         model = start_model_service(venv_bin, work_dir)
-        common = {
-            "GATEWAY__MODEL__URL": model.url,
-            "GATEWAY__STORE__URL": node.url,
-            "GATEWAY__STORE__INDEX_ALIAS": INDEX_ALIAS,
-            "RUST_LOG": "info",
-            **dict(pair.split("=", 1) for pair in args.env),
-        }
+        common = gateway_env(model.url, node.url) | dict(pair.split("=", 1) for pair in args.env)
         if args.mode == "traced":
             _, endpoint = start_collector(provisioned("provision-collector.sh"), work_dir)
             common |= exported_env(endpoint)

@@ -288,6 +288,17 @@ def load_average() -> str:
     return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def gateway_env(model_url: str, store_url: str) -> dict[str, str]:
+    """The settings every measured gateway runs with: the bed's model service and node, the
+    bench's alias, info logs."""
+    return {
+        "GATEWAY__MODEL__URL": model_url,
+        "GATEWAY__STORE__URL": store_url,
+        "GATEWAY__STORE__INDEX_ALIAS": INDEX_ALIAS,
+        "RUST_LOG": "info",
+    }
+
+
 def kept_sections(results: Path) -> str:
     """The sections a person wrote below the generated table (from the first `## ` heading
     on), so a new run replaces the figures and keeps the analysis."""
@@ -318,12 +329,7 @@ def main() -> int:
         node = SearchNode.start(provisioned("provision-search-node.sh"), work_dir)
         _, collector_endpoint = start_collector(provisioned("provision-collector.sh"), work_dir)
         model = start_model_service(venv_bin, work_dir)
-        common = {
-            "GATEWAY__MODEL__URL": model.url,
-            "GATEWAY__STORE__URL": node.url,
-            "GATEWAY__STORE__INDEX_ALIAS": INDEX_ALIAS,
-            "RUST_LOG": "info",
-        }
+        common = gateway_env(model.url, node.url)
         off = start_gateway(binary, work_dir, "gateway-telemetry-off", {**common, **NO_TELEMETRY_ENV})
         traced = start_gateway(binary, work_dir, "gateway-traced", {**common, **exported_env(collector_endpoint)})
         print("bench: storing the hit set", file=sys.stderr)
