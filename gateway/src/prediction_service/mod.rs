@@ -438,9 +438,10 @@ impl PredictionService {
     /// The remaining freshness lifetime of `prediction` in whole seconds, when a maximum
     /// age is configured (RFC 9211 `ttl`; negative once stale).
     fn ttl(&self, prediction: &StoredPrediction) -> Option<i64> {
+        // No clock read on the hit path when no maximum age is configured (the default).
+        let max_age = self.max_age?;
         let age = i64::try_from(Self::age(prediction).as_secs()).unwrap_or(i64::MAX);
-        self.max_age
-            .map(|max_age| i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX) - age)
+        Some(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX) - age)
     }
 
     /// The batched model call and (when `store`) bulk write of a batch's misses.
