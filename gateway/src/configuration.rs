@@ -127,6 +127,11 @@ pub struct ServerSettings {
     #[serde(rename = "SHUTDOWN_GRACE_MS", with = "millis")]
     #[serde(default = "millis::default::<15_000>")]
     pub shutdown_grace: Duration,
+    /// Threads that serve client connections, each with a single-threaded runtime of its
+    /// own (`GATEWAY__SERVER__WORKER_THREADS`, default 0: one per core the process may
+    /// use, which a cgroup CPU quota lowers; `serving_threads.rs` says why).
+    #[serde(default = "usize_default::<0>")]
+    pub worker_threads: usize,
 }
 
 /// Where predictions are kept.

@@ -17,6 +17,10 @@
 //! - [`startup`]: [`startup::Application`] binds, builds the router, serves until shut down.
 //! - [`server`]: the connections under the router: cap, header-read and idle timeouts,
 //!   staged shutdown, JSON answers to unparsable request heads.
+//! - [`serving_threads`]: the threads that serve connections, each with its own
+//!   single-threaded runtime and accept loop; background work stays on the main runtime.
+//! - [`thread_client`]: an HTTP client per thread (store and model service), so a
+//!   connection is driven on the thread that uses it.
 //! - [`middleware`]: the layer stack (server span, load shedding, timeout, body limit).
 //! - [`routes`]: one file per endpoint group.
 //! - [`domain`]: validated request types ([`domain::DataId`], the `Cache-Control` request
@@ -49,6 +53,8 @@ pub mod prediction_service;
 pub mod purge;
 pub mod routes;
 pub mod server;
+pub mod serving_threads;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod thread_client;

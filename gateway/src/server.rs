@@ -90,7 +90,9 @@ impl Shutdown {
 }
 
 /// Serves `router` on `listener` within `limits` until [`Shutdown::stop_accepting`],
-/// then returns once every connection finished or the grace period ran out.
+/// then returns once every connection finished or the grace period ran out. `registry`
+/// counts the connections toward the cap; accept loops that share one share the cap
+/// (one loop per serving thread, [`crate::serving_threads`]).
 ///
 /// The HTTP server under the router: accepts connections within a cap, closes those that
 /// are slow to send a request head or sit idle, and shuts down in stages (stop accepting,
@@ -103,9 +105,9 @@ pub async fn serve(
     router: Router,
     limits: ConnectionLimits,
     shutdown: Shutdown,
+    registry: Registry,
 ) {
     let mut stop = shutdown.stop.subscribe();
-    let registry = Registry::default();
     let mut connections = JoinSet::new();
     let grace = loop {
         tokio::select! {
@@ -231,9 +233,9 @@ async fn grace_period(stop: &mut watch::Receiver<Option<Duration>>) -> Duration 
     }
 }
 
-/// The open connections, for the cap.
+/// The open connections, for the cap: one per process, shared by every accept loop.
 #[derive(Clone, Default)]
-struct Registry {
+pub struct Registry {
     inner: Arc<Mutex<RegistryInner>>,
 }
 

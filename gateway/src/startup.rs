@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::configuration::{ServerSettings, Settings, client_address};
@@ -16,7 +15,8 @@ use crate::metrics::Metrics;
 use crate::model_client::{ModelClient, ModelClientError};
 use crate::prediction_service::PredictionService;
 use crate::routes::{self, AppState};
-use crate::server::{self, ConnectionLimits, Shutdown};
+use crate::server::{ConnectionLimits, Shutdown};
+use crate::serving_threads::ServingThreads;
 use crate::store::write_behind::WriteBehind;
 use crate::store::{ElasticsearchStore, MemoryStore, PredictionStore, StoreError};
 
@@ -51,6 +51,9 @@ pub enum StartupError {
     /// The model client could not be built (no HTTP client).
     #[error("cannot set up the model client")]
     Model(#[source] ModelClientError),
+    /// The serving threads or their runtimes could not be started.
+    #[error("cannot start the serving threads")]
+    ServingThreads(#[source] std::io::Error),
 }
 
 impl From<StoreError> for StartupError {
@@ -75,8 +78,9 @@ impl From<ModelClientError> for StartupError {
 /// in stages: readiness fails at once, requests are still served for a drain delay, then
 /// the server stops accepting and in-flight requests get a grace period.
 pub struct Application {
-    /// Bound before serving, so the real port is known (port 0 in tests).
-    listener: TcpListener,
+    /// Bound before serving, so the real port is known (port 0 in tests), with its
+    /// serving threads waiting.
+    serving_threads: ServingThreads,
     /// Where clients reach it.
     address: SocketAddr,
     /// The routes and layers.
@@ -117,8 +121,8 @@ impl Application {
         metrics: Metrics,
     ) -> Result<Self, StartupError> {
         let bind = settings.server.bind_address();
-        let listener = TcpListener::bind(&bind)
-            .await
+        let listener = std::net::TcpListener::bind(&bind)
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .map_err(|source| StartupError::Bind {
                 address: bind.clone(),
                 source,
@@ -130,6 +134,12 @@ impl Application {
                 address: bind,
                 source,
             })?;
+        let serving_threads = ServingThreads::start(
+            ServingThreads::count(settings.server.worker_threads),
+            listener,
+        )
+        .await
+        .map_err(StartupError::ServingThreads)?;
         let model = ModelClient::new(&settings.model, metrics.clone())?;
         let write_behind = Arc::new(WriteBehind::start(
             Arc::clone(&store),
@@ -162,7 +172,7 @@ impl Application {
         };
         let router = routes::router(state, &settings.server, metrics);
         Ok(Self {
-            listener,
+            serving_threads,
             address,
             router,
             refresher,
@@ -194,12 +204,10 @@ impl Application {
         }
         .fitted_to_descriptor_limit();
         let stages = Shutdown::default();
-        let serving = tokio::spawn(server::serve(
-            self.listener,
-            self.router,
-            limits,
-            stages.clone(),
-        ));
+        let serving = tokio::spawn(
+            self.serving_threads
+                .serve(self.router, limits, stages.clone()),
+        );
         shutdown.await;
         self.draining.store(true, Ordering::Relaxed);
         stages.close_connections_after_responses();

@@ -1,5 +1,5 @@
-//! The model service client: one reqwest client with timeouts, an HTTP client span per
-//! call with the trace context injected from inside it.
+//! The model service client: reqwest clients with timeouts (one per thread), an HTTP
+//! client span per call with the trace context injected from inside it.
 
 pub mod circuit_breaker;
 
@@ -22,6 +22,7 @@ use crate::configuration::ModelSettings;
 use crate::domain::{DataId, ModelInfo, Prediction};
 use crate::metrics::Metrics;
 use crate::telemetry;
+use crate::thread_client::ThreadClient;
 
 /// Why a model call failed, or the client could not be built.
 ///
@@ -118,8 +119,8 @@ pub struct BatchAnswer {
 /// Client of the model service's HTTP API.
 #[derive(Clone)]
 pub struct ModelClient {
-    /// Built once; connection pool shared by all requests.
-    http: reqwest::Client,
+    /// A client per thread, built alike; a thread's requests share its connection pool.
+    http: Arc<ThreadClient>,
     /// Base URL, e.g. `http://127.0.0.1:8001`.
     base: url::Url,
     /// `http.client.request.duration`.
@@ -133,11 +134,15 @@ impl ModelClient {
     pub fn new(settings: &ModelSettings, metrics: Metrics) -> Result<Self, ModelClientError> {
         // An http(s) URL, checked at load: every absolute path joins onto it.
         let base = settings.url.clone();
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            .build()
-            .map_err(|e| ModelClientError::HttpClient(Arc::new(e)))?;
+        let (timeout, connect_timeout) = (settings.timeout, settings.connect_timeout);
+        let http = ThreadClient::new(move || {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(connect_timeout)
+                .build()
+        })
+        .map(Arc::new)
+        .map_err(|e| ModelClientError::HttpClient(Arc::new(e)))?;
         let breaker = CircuitBreaker::new(settings.breaker_threshold, settings.breaker_cool_down);
         Ok(Self {
             http,

@@ -145,7 +145,7 @@ impl PredictionService {
             }
             drop(landing);
         };
-        tokio::spawn(task.with_context(requesting));
+        self.background.spawn(task.with_context(requesting));
         (flight, false)
     }
 

@@ -103,10 +103,16 @@ pub struct PredictionService {
     max_age: Option<Duration>,
     /// How flights lease their key in the store, so replicas compute it once.
     leases: LeaseSettings,
+    /// The runtime that computes misses apart from their requesters (the main one, which
+    /// outlives the serving threads' runtimes, `serving_threads.rs`).
+    background: tokio::runtime::Handle,
 }
 
 impl PredictionService {
-    /// A service over `store` and `model`.
+    /// A service over `store` and `model`; misses are computed on the runtime this is
+    /// called on.
+    ///
+    /// Panics outside a tokio runtime.
     pub fn new(
         store: Arc<dyn PredictionStore>,
         model: ModelClient,
@@ -122,6 +128,7 @@ impl PredictionService {
             metrics,
             max_age: None,
             leases: LeaseSettings::default(),
+            background: tokio::runtime::Handle::current(),
         }
     }
 
@@ -297,7 +304,7 @@ impl PredictionService {
             let this = Arc::clone(self);
             let computing = span.context();
             let store = !directives.no_store;
-            let task = tokio::spawn(
+            let task = self.background.spawn(
                 async move { this.compute_batch(misses, &computing, store).await }
                     .with_context(span.context()),
             );

@@ -31,6 +31,7 @@ use crate::configuration::StoreSettings;
 use crate::domain::{DataId, ModelInfo, Prediction, PredictionKey, StoredPrediction};
 use crate::metrics::Metrics;
 use crate::telemetry;
+use crate::thread_client::ThreadClient;
 
 // Lease requests, a child module so it reaches `call` and the operations.
 #[path = "leases.rs"]
@@ -95,9 +96,9 @@ pub fn document_path(alias: &str, key: &PredictionKey) -> String {
 /// and four default headers on every call and asked for gzip answers; on a cache hit that
 /// was most of the gateway's CPU and doubled the node's (gateway/README.md, "Performance").
 pub struct ElasticsearchStore {
-    /// The HTTP client; built once with the timeout, auth header and compression choice,
-    /// its connection pool shared by all requests.
-    client: reqwest::Client,
+    /// The HTTP client of each thread, built alike with the timeout, auth header and
+    /// compression choice; a thread's requests share its connection pool.
+    client: ThreadClient,
     /// The cluster's nodes, in the order the settings list them (the pool's indices).
     nodes: Vec<Node>,
     /// Which node to ask next, and which are dead.
@@ -314,13 +315,16 @@ impl ElasticsearchStore {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .gzip(settings.compression)
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            .build()
-            .map_err(|e| StoreError::HttpClient(Arc::new(e)))?;
+        let (timeout, compression) = (settings.timeout, settings.compression);
+        let client = ThreadClient::new(move || {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .gzip(compression)
+                .user_agent(USER_AGENT)
+                .default_headers(headers.clone())
+                .build()
+        })
+        .map_err(|e| StoreError::HttpClient(Arc::new(e)))?;
         let alias = utf8_percent_encode(&settings.index_alias, SEGMENT).to_string();
         let index = settings.index_name();
         let nodes: Vec<Node> = base_urls

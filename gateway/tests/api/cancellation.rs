@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    MockAnswer, MockModelService, TestApp, TestOptions, app_with, poll_until, spawn_app,
+    MockAnswer, MockModelService, TestApp, TestOptions, app_with, mock_key, poll_until, spawn_app,
 };
 
 /// `POST /v1/predict` from a client that gives up after `patience`.
@@ -49,6 +49,45 @@ async fn a_client_that_hangs_up_during_a_miss_still_gets_the_prediction_stored()
         1,
         "one model call for all of it"
     );
+}
+
+#[tokio::test]
+async fn a_miss_cut_off_by_shutdown_still_gets_its_prediction_stored() {
+    let model =
+        MockModelService::start_with_delay(MockAnswer::Predicts, Duration::from_millis(800)).await;
+    let app = spawn_app(
+        TestOptions::with_model(model.backend()).settings(|settings| {
+            settings.server.shutdown_drain_delay = Duration::ZERO;
+            settings.server.shutdown_grace = Duration::from_millis(100);
+        }),
+    )
+    .await;
+    let cut_off = tokio::spawn({
+        let app = app.clone();
+        async move {
+            app.client
+                .post(format!("{}/v1/predict", app.base))
+                .json(&json!({ "data_id": "row-1" }))
+                .send()
+                .await
+        }
+    });
+    model.wait_until_called("the miss's model call").await;
+
+    app.begin_shutdown();
+
+    assert!(
+        cut_off.await.unwrap().is_err(),
+        "the request outlasted the grace period and was cut off"
+    );
+    // The serving threads have ended; the computation runs on the main runtime.
+    poll_until(
+        async || app.store.stored(&mock_key("row-1")).await.is_some(),
+        "the prediction to be stored",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(model.predict_calls().await, 1);
 }
 
 #[tokio::test]

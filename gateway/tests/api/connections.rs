@@ -224,6 +224,8 @@ async fn at_the_connection_cap_an_idle_connection_makes_room_for_a_new_one() {
     let app = spawn_app(
         TestOptions::with_model(ModelBackend::Down).settings(|settings| {
             settings.server.max_connections = 3;
+            // The cap counts the connections of every serving thread.
+            settings.server.worker_threads = 2;
         }),
     )
     .await;
@@ -258,6 +260,7 @@ async fn at_the_connection_cap_with_every_connection_busy_a_new_one_is_refused_u
     let app = spawn_app(
         TestOptions::with_model(model.backend()).settings(|settings| {
             settings.server.max_connections = 3;
+            settings.server.worker_threads = 2;
         }),
     )
     .await;
