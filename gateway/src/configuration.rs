@@ -169,6 +169,12 @@ pub struct StoreSettings {
     /// compressing a ~0.4 KB document costs the node and the gateway more than it saves.
     #[serde(default)]
     pub compression: bool,
+    /// Idle connections kept open to each node by each thread's client
+    /// (`GATEWAY__STORE__MAX_IDLE_CONNECTIONS_PER_NODE`, default 64): after a burst, the
+    /// connections beyond it close once their request is done, rather than holding the
+    /// gateway's memory and the node's sockets until they time out.
+    #[serde(default = "usize_default::<64>")]
+    pub max_idle_connections_per_node: usize,
     /// Back-off of a store node after its first failure in a row, in milliseconds
     /// (`GATEWAY__STORE__DEAD_NODE_BACKOFF_MS`, default 1000); it doubles with each
     /// further failure. Elastic's transports' `dead_node_backoff_factor` (1 s).

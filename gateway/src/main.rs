@@ -23,7 +23,10 @@ const USAGE: &str = "usage: gateway [purge --keep N]
   purge --keep N   delete the stored predictions of every model run but the live one
                    and the N newest others, then print a JSON summary";
 
-#[tokio::main]
+// One thread for the main runtime: connections are served on the serving threads'
+// runtimes (`serving_threads.rs`); this one runs start-up, misses' computations,
+// write-behind retries and the exporters' connections.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|arg| arg == "--help" || arg == "-h") {

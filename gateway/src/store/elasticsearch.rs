@@ -316,10 +316,12 @@ impl ElasticsearchStore {
             headers.insert(AUTHORIZATION, value);
         }
         let (timeout, compression) = (settings.timeout, settings.compression);
+        let max_idle = settings.max_idle_connections_per_node;
         let client = ThreadClient::new(move || {
             reqwest::Client::builder()
                 .timeout(timeout)
                 .gzip(compression)
+                .pool_max_idle_per_host(max_idle)
                 .user_agent(USER_AGENT)
                 .default_headers(headers.clone())
                 .build()
@@ -986,6 +988,8 @@ fn status_error(status: u16, body: &[u8]) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     fn key(data_id: &str) -> PredictionKey {
@@ -1025,6 +1029,80 @@ mod tests {
         for (op, status, error, description) in cases {
             assert_eq!(is_error(op, status), error, "{description}");
         }
+    }
+
+    /// STAND-IN for a search node, on a raw socket (only the connection count matters
+    /// here): answers every request "not found" after `delay`; counts open connections
+    /// and the most open at once.
+    async fn counting_node(delay: std::time::Duration) -> (String, Arc<[AtomicUsize; 2]>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let counts: Arc<[AtomicUsize; 2]> = Arc::default();
+        let counting = Arc::clone(&counts);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counts = Arc::clone(&counting);
+                let open = counts[0].fetch_add(1, Ordering::SeqCst) + 1;
+                counts[1].fetch_max(open, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let body = br#"{"found":false}"#;
+                    let answer = [
+                        format!("HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes(),
+                        body,
+                    ]
+                    .concat();
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while let Ok(read @ 1..) = stream.read(&mut buffer).await {
+                        head.extend_from_slice(&buffer[..read]);
+                        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            head.clear();
+                            tokio::time::sleep(delay).await;
+                            if stream.write_all(&answer).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    counts[0].fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (url, counts)
+    }
+
+    #[tokio::test]
+    async fn after_a_burst_the_connections_beyond_the_idle_limit_close() {
+        let (url, counts) = counting_node(std::time::Duration::from_millis(200)).await;
+        let settings = StoreSettings {
+            url: Some(url.parse().unwrap()),
+            max_idle_connections_per_node: 2,
+            ..crate::configuration::Settings::default().store
+        };
+        let store = Arc::new(ElasticsearchStore::new(&settings, Metrics::default()).unwrap());
+        let mut burst = tokio::task::JoinSet::new();
+        for n in 0..6 {
+            let store = Arc::clone(&store);
+            burst.spawn(async move { store.get(&key(&format!("row-{n}"))).await });
+        }
+
+        let answers = burst.join_all().await;
+
+        assert!(answers.iter().all(|answer| matches!(answer, Ok(None))));
+        assert_eq!(
+            counts[1].load(Ordering::SeqCst),
+            6,
+            "one connection per request at once"
+        );
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while counts[0].load(Ordering::SeqCst) > 2 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            counts[0].load(Ordering::SeqCst),
+            2,
+            "the idle ones kept open"
+        );
     }
 
     #[test]
