@@ -1,10 +1,12 @@
 """`make bench`: the gateway's hit and miss paths against the floor beneath them, in one run.
 
-Starts its own parts through the test harness (search node, collector, model service, two
-release gateways: telemetry off, and 100 % traces exported), drives them with wrk, and prints
-and writes a table of ratios. Every ratio is taken within one repeat, between runs made
-seconds apart on the same machine, so a neighbour's load moves both sides of it; the table
-shows the median over repeats and the spread (min-max). Timings never go into `make test`.
+Starts its own parts through the test harness (search node, collector, model service, four
+release gateways: telemetry off and 100 % traces exported, each with the default serving
+threads, one per core, and with one serving thread, the shape of a replica limited to one
+core), drives them with wrk, and prints and writes a table of ratios. Every ratio is taken
+within one repeat, between runs made seconds apart on the same machine, so a neighbour's load
+moves both sides of it; the table shows the median over repeats and the spread (min-max).
+Timings never go into `make test`.
 
 CPU per request comes from /proc/<pid>/stat (utime + stime, all threads) read before and
 after each wrk run, less what the process spends idle (its rate over a few quiet seconds
@@ -59,6 +61,10 @@ OPEN_CONNECTIONS = 1_000
 # Requests in flight while the connections open: few (mostly idle clients), then many (a
 # burst: the store pool grows to match, and the allocator keeps the peak's memory).
 HOLD_WAVES = (25, 250)
+# The serving-thread settings measured, by the suffix of their gateways' names and rows: the
+# default (one thread per core), and one thread (a replica limited to one core, as
+# deploy/k8s/gateway.yaml runs it).
+SHAPES = {"": {}, "-one-thread": {"GATEWAY__SERVER__WORKER_THREADS": "1"}}
 WRK_THREADS = 2
 
 
@@ -330,12 +336,18 @@ def main() -> int:
         _, collector_endpoint = start_collector(provisioned("provision-collector.sh"), work_dir)
         model = start_model_service(venv_bin, work_dir)
         common = gateway_env(model.url, node.url)
-        off = start_gateway(binary, work_dir, "gateway-telemetry-off", {**common, **NO_TELEMETRY_ENV})
-        traced = start_gateway(binary, work_dir, "gateway-traced", {**common, **exported_env(collector_endpoint)})
+        gateways = {
+            f"gateway-{telemetry}{shape}": start_gateway(
+                binary, work_dir, f"gateway-{telemetry}{shape}", {**common, **telemetry_env, **shape_env}
+            )
+            for telemetry, telemetry_env in (("off", NO_TELEMETRY_ENV), ("traced", exported_env(collector_endpoint)))
+            for shape, shape_env in SHAPES.items()
+        }
+        off = gateways["gateway-off"]
         print("bench: storing the hit set", file=sys.stderr)
         direct_lines = warm_hit_set(off, node.url)
         hit_lines = [predict_line(data_id) for data_id in HIT_IDS]
-        pids = {"gateway-off": off.process.pid, "gateway-traced": traced.process.pid, "node": node.process.pid}
+        pids = {name: gateway.process.pid for name, gateway in gateways.items()} | {"node": node.process.pid}
 
         idle_rates: dict[str, float] = {}
 
@@ -343,21 +355,22 @@ def main() -> int:
             return wrk(url, lines, connections, seconds, work_dir, pids, idle_rates)
 
         # Unmeasured: JIT, connection pools and page cache warm on every path first.
-        for url, lines in ((node.url, direct_lines), (off.url, hit_lines), (traced.url, hit_lines)):
-            run(url, lines, 64, 2)
+        run(node.url, direct_lines, 64, 2)
+        for gateway in gateways.values():
+            run(gateway.url, hit_lines, 64, 2)
 
         rows: list[dict[str, Run]] = []
         next_miss = MISS_ID_BASE
         for repeat in range(args.repeats):
             print(f"bench: repeat {repeat + 1} of {args.repeats} (load {load_average()})", file=sys.stderr)
             idle_rates.update(idle_cpu_rates(pids))
-            row = {
-                "direct64": run(node.url, direct_lines, 64),
-                "off64": run(off.url, hit_lines, 64),
-                "traced64": run(traced.url, hit_lines, 64),
-                "direct16": run(node.url, direct_lines, 16),
-                "off16": run(off.url, hit_lines, 16),
-            }
+            row = {"direct64": run(node.url, direct_lines, 64)}
+            for shape in SHAPES:
+                row[f"off{shape}64"] = run(gateways[f"gateway-off{shape}"].url, hit_lines, 64)
+                row[f"traced{shape}64"] = run(gateways[f"gateway-traced{shape}"].url, hit_lines, 64)
+            row["direct16"] = run(node.url, direct_lines, 16)
+            for shape in SHAPES:
+                row[f"off{shape}16"] = run(gateways[f"gateway-off{shape}"].url, hit_lines, 16)
             model_ids = [f"cust-{n:06d}" for n in range(next_miss, next_miss + MISS_IDS_PER_RUN)]
             gateway_ids = [
                 f"cust-{n:06d}" for n in range(next_miss + MISS_IDS_PER_RUN, next_miss + 2 * MISS_IDS_PER_RUN)
@@ -370,10 +383,10 @@ def main() -> int:
             rows.append(row)
 
         print("bench: memory and coalescing", file=sys.stderr)
-        rss_idle = {name: rss_mb(pids[name]) for name in ("gateway-off", "gateway-traced")}
+        rss_idle = {name: rss_mb(pids[name]) for name in gateways}
         rss_open = {
             (name, wave): asyncio.run(hold_connections(gateway.url, pids[name], OPEN_CONNECTIONS, wave))
-            for name, gateway in (("gateway-off", off), ("gateway-traced", traced))
+            for name, gateway in gateways.items()
             for wave in HOLD_WAVES
         }
         model_calls, answered = model_calls_for_concurrent_misses(off, model, 50)
@@ -421,62 +434,74 @@ def render(args, rows, rss_idle, rss_open, model_calls, answered, started, load_
     p50 = {key: col(key, "p50_ms") for key in rows[0]}
     p99 = {key: col(key, "p99_ms") for key in rows[0]}
     errors = sum(run.errors for row in rows for run in row.values())
+
+    def latencies(key: str) -> str:
+        return f"{median_spread(p50[key], 2)} / {median_spread(p99[key], 2)}"
+
+    def hit_lines(shape: str, label: str) -> list[tuple[str, str, str]]:
+        off64, traced64, off16 = f"off{shape}64", f"traced{shape}64", f"off{shape}16"
+        return [
+            (f"*{label}*", "", ""),
+            ("Hit path, 64 connections: gateway (telemetry off), requests/s", median_spread(t[off64], 0), ""),
+            (
+                "**Hit throughput, gateway / direct GET** (64 conn.)",
+                median_spread(ratio(t[off64], t["direct64"]), 2),
+                ">= 0.5",
+            ),
+            ("Hit p50 / p99, gateway (64 conn.), ms", latencies(off64), ""),
+            ("Hit p50 / p99, gateway (16 conn.), ms", latencies(off16), ""),
+            (
+                "**Hit p99 added by the gateway** (16 conn.), ms",
+                median_spread(diff(p99[off16], p99["direct16"]), 2),
+                "<= 2",
+            ),
+            (
+                "**Gateway CPU per hit, telemetry off**, ms",
+                median_spread(per_request(off64, f"gateway-off{shape}"), 3),
+                "<= 0.08",
+            ),
+            (
+                "**Gateway CPU per hit, 100 % traces exported**, ms",
+                median_spread(per_request(traced64, f"gateway-traced{shape}"), 3),
+                "<= 0.10",
+            ),
+            ("Node CPU per hit through the gateway, ms", median_spread(per_request(off64, "node"), 3), ""),
+            (
+                "**Node CPU per hit, through the gateway / direct GET**",
+                median_spread(ratio(per_request(off64, "node"), per_request("direct64", "node")), 2),
+                "<= 1.2",
+            ),
+            ("Hit throughput, 100 % traces exported, requests/s", median_spread(t[traced64], 0), ""),
+            (
+                "**Hit throughput, traces exported / telemetry off**",
+                median_spread(ratio(t[traced64], t[off64]), 2),
+                ">= 0.90",
+            ),
+            (
+                "RSS idle after the runs, telemetry off / traced, MB",
+                f"{rss_idle[f'gateway-off{shape}']:.1f} / {rss_idle[f'gateway-traced{shape}']:.1f}",
+                "",
+            ),
+            *(
+                (
+                    f"**RSS with {OPEN_CONNECTIONS:,} open keep-alive connections**, {wave} requests in flight"
+                    " at a time, telemetry off / traced, MB",
+                    f"{rss_open[f'gateway-off{shape}', wave]:.1f} / {rss_open[f'gateway-traced{shape}', wave]:.1f}",
+                    "<= 40",
+                )
+                for wave in HOLD_WAVES
+            ),
+        ]
+
     lines = [
+        ("*The floor: direct GET of the same documents on the node*", "", ""),
         ("Hit path, 64 connections: direct GET on the node, requests/s", median_spread(t["direct64"], 0), ""),
-        ("Hit path, 64 connections: gateway (telemetry off), requests/s", median_spread(t["off64"], 0), ""),
-        (
-            "**Hit throughput, gateway / direct GET** (64 conn.)",
-            median_spread(ratio(t["off64"], t["direct64"]), 2),
-            ">= 0.5",
-        ),
-        (
-            "Hit p50, direct / gateway (64 conn.), ms",
-            f"{median_spread(p50['direct64'], 2)} / {median_spread(p50['off64'], 2)}",
-            "",
-        ),
-        (
-            "Hit p99, direct / gateway (64 conn.), ms",
-            f"{median_spread(p99['direct64'], 2)} / {median_spread(p99['off64'], 2)}",
-            "",
-        ),
-        (
-            "Hit p50, direct / gateway (16 conn.), ms",
-            f"{median_spread(p50['direct16'], 2)} / {median_spread(p50['off16'], 2)}",
-            "",
-        ),
-        (
-            "Hit p99, direct / gateway (16 conn.), ms",
-            f"{median_spread(p99['direct16'], 2)} / {median_spread(p99['off16'], 2)}",
-            "",
-        ),
-        (
-            "**Hit p99 added by the gateway** (16 conn.), ms",
-            median_spread(diff(p99["off16"], p99["direct16"]), 2),
-            "<= 2",
-        ),
-        (
-            "**Gateway CPU per hit, telemetry off**, ms",
-            median_spread(per_request("off64", "gateway-off"), 3),
-            "<= 0.08",
-        ),
-        (
-            "**Gateway CPU per hit, 100 % traces exported**, ms",
-            median_spread(per_request("traced64", "gateway-traced"), 3),
-            "<= 0.10",
-        ),
+        ("Hit p50 / p99, direct GET (64 conn.), ms", latencies("direct64"), ""),
+        ("Hit p50 / p99, direct GET (16 conn.), ms", latencies("direct16"), ""),
         ("Node CPU per direct GET, ms", median_spread(per_request("direct64", "node"), 3), ""),
-        ("Node CPU per hit through the gateway, ms", median_spread(per_request("off64", "node"), 3), ""),
-        (
-            "**Node CPU per hit, through the gateway / direct GET**",
-            median_spread(ratio(per_request("off64", "node"), per_request("direct64", "node")), 2),
-            "<= 1.2",
-        ),
-        ("Hit throughput, 100 % traces exported, requests/s", median_spread(t["traced64"], 0), ""),
-        (
-            "**Hit throughput, traces exported / telemetry off**",
-            median_spread(ratio(t["traced64"], t["off64"]), 2),
-            ">= 0.90",
-        ),
+        *hit_lines("", "Gateway, default serving threads (one per core: 2 here)"),
+        *hit_lines("-one-thread", "Gateway, one serving thread (GATEWAY__SERVER__WORKER_THREADS=1)"),
+        ("*Miss path and coalescing (default gateway, telemetry off)*", "", ""),
         ("Miss path, 16 connections: direct model calls, requests/s", median_spread(t["model16"], 0), ""),
         ("Miss path, 16 connections: gateway, requests/s", median_spread(t["miss16"], 0), ""),
         ("Miss throughput, gateway / direct model call", median_spread(ratio(t["miss16"], t["model16"]), 2), ""),
@@ -491,20 +516,6 @@ def render(args, rows, rss_idle, rss_open, model_calls, answered, started, load_
             "",
         ),
         ("Gateway CPU per miss (telemetry off), ms", median_spread(per_request("miss16", "gateway-off"), 3), ""),
-        (
-            "RSS idle after the runs, telemetry off / traced, MB",
-            f"{rss_idle['gateway-off']:.1f} / {rss_idle['gateway-traced']:.1f}",
-            "",
-        ),
-        *(
-            (
-                f"**RSS with {OPEN_CONNECTIONS:,} open keep-alive connections**, {wave} requests in flight"
-                " at a time, telemetry off / traced, MB",
-                f"{rss_open['gateway-off', wave]:.1f} / {rss_open['gateway-traced', wave]:.1f}",
-                "<= 40",
-            )
-            for wave in HOLD_WAVES
-        ),
         ("**Model calls for 50 concurrent misses on one id**", f"{model_calls} ({answered} of 50 answered 200)", "1"),
     ]
     table = ["| figure | median (min-max) over repeats | target (issue 11) |", "| --- | --- | --- |"]
