@@ -1,40 +1,43 @@
 //! One HTTP client per thread, all built alike (the store's, the model service's).
 //!
-//! A `reqwest` connection is driven by a task on the runtime that opened it, and a
-//! client's idle connections are shared by every thread that uses the client. A serving
-//! thread (`serving_threads.rs`) that sent its request on a connection opened by another
-//! thread's runtime would wake that thread to write the request and be woken by it with
-//! the answer. With a client per thread, a hit's store request stays on the thread that
-//! serves it, and no connection is handed to a thread whose runtime ended.
+//! A pooled connection of `hyper` (and of `reqwest`, over it) is driven by a task on the
+//! runtime that opened it, and a client's idle connections are shared by every thread
+//! that uses the client. A serving thread (`serving_threads.rs`) that sent its request
+//! on a connection opened by another thread's runtime would wake that thread to write
+//! the request and be woken by it with the answer. With a client per thread, a hit's
+//! store request stays on the thread that serves it, and no connection is handed to a
+//! thread whose runtime ended.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 
-use reqwest::{Client, IntoUrl, Method, RequestBuilder};
+/// Builds a client with its settings.
+type Build<C, E> = dyn Fn() -> Result<C, E> + Send + Sync;
 
-/// Builds a client with the store's settings.
-type Build = dyn Fn() -> reqwest::Result<Client> + Send + Sync;
-
-thread_local! {
-    /// This thread's clients, by the [`ThreadClient`] that built them.
-    static CLIENTS: RefCell<Vec<(Weak<Build>, Client)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A client per thread that uses it, built on first use there with `build`.
-pub struct ThreadClient {
-    build: Arc<Build>,
+/// A client per thread that uses it, built there on first use. `C` is a cheap handle
+/// (`Clone` shares its pool).
+pub struct ThreadClient<C, E> {
+    build: Arc<Build<C, E>>,
     /// Used where a thread's own client cannot be built (the first build succeeded, so
     /// only a resource shortage could make a later one fail).
-    fallback: Client,
+    fallback: C,
 }
 
-impl ThreadClient {
+/// This thread's clients of one type, each beside the builder that made it (one builder
+/// per [`ThreadClient`]).
+type Clients<C, E> = Vec<(Weak<Build<C, E>>, C)>;
+
+thread_local! {
+    /// This thread's [`Clients`] of every client type (a `thread_local!` cannot be generic).
+    static BY_TYPE: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<C: Clone + 'static, E: 'static> ThreadClient<C, E> {
     /// A client per thread, each from `build`, which runs once here to check the settings.
     ///
-    /// Errors: `build`'s (no TLS backend, an invalid setting).
-    pub fn new(
-        build: impl Fn() -> reqwest::Result<Client> + Send + Sync + 'static,
-    ) -> reqwest::Result<Self> {
+    /// Errors: `build`'s.
+    pub fn new(build: impl Fn() -> Result<C, E> + Send + Sync + 'static) -> Result<Self, E> {
         let fallback = build()?;
         Ok(Self {
             build: Arc::new(build),
@@ -42,60 +45,91 @@ impl ThreadClient {
         })
     }
 
-    /// A request with this thread's client (see `reqwest::Client::request`).
-    pub fn request(&self, method: Method, url: impl IntoUrl) -> RequestBuilder {
-        CLIENTS.with_borrow_mut(|clients| {
-            let owner = Arc::as_ptr(&self.build);
-            if let Some((_, client)) = clients
+    /// This thread's client.
+    pub fn get(&self) -> C {
+        BY_TYPE.with_borrow_mut(|by_type| {
+            let index = match by_type
                 .iter()
-                .find(|(built_by, _)| std::ptr::addr_eq(built_by.as_ptr(), owner))
+                .position(|clients| clients.is::<Clients<C, E>>())
             {
-                return client.request(method, url);
-            }
-            // Clients of stores dropped since (tests make many) leave with the next one.
-            clients.retain(|(built_by, _)| built_by.strong_count() > 0);
-            let client = (self.build)().unwrap_or_else(|_| self.fallback.clone());
-            let request = client.request(method, url);
-            clients.push((Arc::downgrade(&self.build), client));
-            request
+                Some(index) => index,
+                None => {
+                    by_type.push(Box::new(Clients::<C, E>::new()));
+                    by_type.len() - 1
+                }
+            };
+            let clients = by_type[index]
+                .downcast_mut::<Clients<C, E>>()
+                .expect("found by its type");
+            self.find_or_build(clients)
         })
+    }
+
+    fn find_or_build(&self, clients: &mut Clients<C, E>) -> C {
+        let owner = Arc::as_ptr(&self.build);
+        if let Some((_, client)) = clients
+            .iter()
+            .find(|(built_by, _)| std::ptr::addr_eq(built_by.as_ptr(), owner))
+        {
+            return client.clone();
+        }
+        // Clients of stores dropped since (tests make many) leave with the next one.
+        clients.retain(|(built_by, _)| built_by.strong_count() > 0);
+        let client = (self.build)().unwrap_or_else(|_| self.fallback.clone());
+        clients.push((Arc::downgrade(&self.build), client.clone()));
+        client
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
+    /// A client that says which build made it.
+    type Numbered = ThreadClient<usize, ()>;
+
+    fn numbered(builds: &Arc<AtomicUsize>) -> Numbered {
+        let builds = Arc::clone(builds);
+        ThreadClient::new(move || Ok(builds.fetch_add(1, Ordering::Relaxed))).unwrap()
+    }
+
     #[test]
-    fn each_thread_builds_its_own_client_once_and_dropped_owners_leave() {
-        let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = Arc::clone(&built);
-        let clients = Arc::new(
-            ThreadClient::new(move || {
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Client::builder().build()
-            })
-            .unwrap(),
-        );
-        let count = || built.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(count(), 1, "the settings check builds one");
-        let _ = clients.request(Method::GET, "http://127.0.0.1:9/");
-        let _ = clients.request(Method::GET, "http://127.0.0.1:9/");
-        assert_eq!(count(), 2, "this thread built its own once");
-        let other = Arc::clone(&clients);
-        std::thread::spawn(move || {
-            let _ = other.request(Method::GET, "http://127.0.0.1:9/");
-        })
-        .join()
-        .unwrap();
-        assert_eq!(count(), 3, "another thread builds its own");
-        drop(clients);
-        let again = ThreadClient::new(|| Client::builder().build()).unwrap();
-        let _ = again.request(Method::GET, "http://127.0.0.1:9/");
+    fn each_thread_builds_its_own_client_once() {
+        let builds = Arc::new(AtomicUsize::new(0));
+        let clients = Arc::new(numbered(&builds));
+
+        let here = (clients.get(), clients.get());
+        let there = {
+            let clients = Arc::clone(&clients);
+            std::thread::spawn(move || clients.get()).join().unwrap()
+        };
+
         assert_eq!(
-            CLIENTS.with_borrow(Vec::len),
-            1,
-            "the dropped owner's client left when the next one came"
+            here,
+            (1, 1),
+            "built once here, after the settings check (0)"
+        );
+        assert_eq!(there, 2, "another thread builds its own");
+    }
+
+    #[test]
+    fn a_dropped_owners_client_leaves_with_the_next_one() {
+        let marker = || ThreadClient::new(|| Ok::<_, ()>(Arc::new(()))).unwrap();
+        let first = marker();
+        let firsts_client = Arc::downgrade(&first.get());
+        drop(first);
+        assert!(
+            firsts_client.upgrade().is_some(),
+            "still held by this thread"
+        );
+
+        marker().get();
+
+        assert!(
+            firsts_client.upgrade().is_none(),
+            "dropped when the next client of its type was built"
         );
     }
 }

@@ -289,3 +289,31 @@ def test_a_batch_costs_one_model_call_for_its_misses_and_is_served_from_the_stor
     assert after_second == after_first, "a batch of hits calls no model"
     [document] = stored_documents(stack.search_url, ids[1])
     assert document["_source"]["trace"]["id"] == body["trace_id"]
+
+
+def test_with_compression_asked_for_the_nodes_gzip_answers_are_read_like_plain_ones(stack: Stack) -> None:
+    # The node does compress when asked, so the gateway below really reads gzip answers.
+    probe = requests.get(f"{stack.search_url}/{ALIAS}/_search", headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert probe.headers.get("Content-Encoding") == "gzip", probe.headers
+    gateway = Gateway.start(
+        stack.work_dir,
+        stack.model.url,
+        store_url=stack.search_url,
+        index_alias=ALIAS,
+        extra_env={**GATEWAY_ENV, "GATEWAY__STORE__COMPRESSION": "true"},
+        name="gateway-compression",
+    )
+    try:
+        poll_until(gateway.ready, "the compressing gateway's readiness")
+        ids = [fresh_id() for _ in range(3)]
+        first = gateway.predict(ids[0])
+        second = gateway.predict(ids[0])
+        batch = requests.post(f"{gateway.url}/v1/predict/batch", json={"data_ids": ids}, timeout=30)
+        batch_again = requests.post(f"{gateway.url}/v1/predict/batch", json={"data_ids": ids}, timeout=30)
+    finally:
+        gateway.stop()
+
+    assert (first.json()["cache"], second.json()["cache"]) == ("miss", "hit"), (first.text, second.text)
+    assert second.json()["prediction"] == first.json()["prediction"]
+    assert batch.status_code == 200, batch.text
+    assert [p["cache"] for p in batch_again.json()["predictions"]] == ["hit"] * 3, batch_again.text

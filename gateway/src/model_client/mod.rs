@@ -120,7 +120,7 @@ pub struct BatchAnswer {
 #[derive(Clone)]
 pub struct ModelClient {
     /// A client per thread, built alike; a thread's requests share its connection pool.
-    http: Arc<ThreadClient>,
+    http: Arc<ThreadClient<reqwest::Client, reqwest::Error>>,
     /// Base URL, e.g. `http://127.0.0.1:8001`.
     base: url::Url,
     /// `http.client.request.duration`.
@@ -248,7 +248,11 @@ impl ModelClient {
         span.set_attribute(URL_FULL, without_credentials(&url));
         let mut headers = HeaderMap::new();
         telemetry::inject_context(&span.context(), &mut headers);
-        let mut request = self.http.request(method.clone(), url).headers(headers);
+        let mut request = self
+            .http
+            .get()
+            .request(method.clone(), url)
+            .headers(headers);
         if let Some(body) = body {
             request = request.json(&body);
         }

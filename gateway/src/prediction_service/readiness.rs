@@ -44,7 +44,7 @@ fn store_summary(error: &StoreError) -> String {
         StoreError::Decode(_) => "undecodable answer".into(),
         StoreError::BulkItems { .. } => "bulk items failed".into(),
         StoreError::Encode(_) => "unserializable request".into(),
-        StoreError::InvalidSettings(_) | StoreError::HttpClient(_) => "misconfigured".into(),
+        StoreError::InvalidSettings(_) => "misconfigured".into(),
     }
 }
 

@@ -1,16 +1,19 @@
 //! `GET /v1/predictions/{data_id}`: the stored prediction for the live model; never computes.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue};
 
-use super::openapi::{declare_errors, layer_errors, model_errors, transport_error};
+use super::openapi::{declare_errors, layer_errors, model_errors};
 use super::predict::PredictionResponse;
 use super::{AppState, cache_status_header};
 use crate::domain::{DataId, DataIdError, RequestDirectives};
 use crate::error::ApiError;
-use crate::store::StoreError;
+use crate::store::{StoreError, TransportError};
 
 /// The error answers of `GET /v1/predictions/{data_id}`: it reads the live model from the
 /// model service, then the store, which it cannot do without.
@@ -23,7 +26,9 @@ declare_errors!(
         ApiError::InvalidPath("invalid UTF-8 in path parameter".into()),
         ApiError::InvalidDataId(DataIdError::ForbiddenCharacter),
         ApiError::PredictionNotFound,
-        ApiError::Store(StoreError::Unreachable(transport_error())),
+        ApiError::Store(StoreError::Unreachable(Arc::new(TransportError::Timeout(
+            Duration::ZERO
+        )))),
     ],
 );
 

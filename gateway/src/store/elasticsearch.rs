@@ -8,6 +8,8 @@ use std::time::Instant;
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Method, Uri};
 use opentelemetry::KeyValue;
 use opentelemetry_semantic_conventions::attribute::{
     DB_COLLECTION_NAME, DB_NAMESPACE, DB_OPERATION_BATCH_SIZE, DB_OPERATION_NAME,
@@ -15,8 +17,6 @@ use opentelemetry_semantic_conventions::attribute::{
     HTTP_REQUEST_RESEND_COUNT, SERVER_ADDRESS, SERVER_PORT, URL_FULL,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use secrecy::ExposeSecret as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -26,12 +26,12 @@ use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::node_pool::NodePool;
+use super::transport::{Answer, Transport};
 use super::{Lease, LeaseGrant, LeaseOutcome, PredictionStore, StoreError, StoreFuture};
 use crate::configuration::StoreSettings;
 use crate::domain::{DataId, ModelInfo, Prediction, PredictionKey, StoredPrediction};
 use crate::metrics::Metrics;
 use crate::telemetry;
-use crate::thread_client::ThreadClient;
 
 // Lease requests, a child module so it reaches `call` and the operations.
 #[path = "leases.rs"]
@@ -50,9 +50,6 @@ const DB_OPERATION_PARAMETER_ID: &str = "db.operation.parameter.id";
 /// The index template deploy/elasticsearch loads; its `mappings` are the index's.
 const INDEX_TEMPLATE: &str =
     include_str!("../../../deploy/elasticsearch/ml-predictions.index-template.json");
-
-/// Sent as `user-agent`, so the node's logs and slow logs name the caller.
-const USER_AGENT: &str = concat!("inference-gateway/", env!("CARGO_PKG_VERSION"));
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NDJSON: HeaderValue = HeaderValue::from_static("application/x-ndjson");
@@ -91,14 +88,15 @@ pub fn document_path(alias: &str, key: &PredictionKey) -> String {
 /// Nodes are picked, and failed ones set aside, by [`NodePool`]; a request safe to repeat
 /// that could not reach its node is sent once more to another.
 ///
-/// Requests go over one `reqwest` client rather than the `elasticsearch` crate's transport:
-/// the gateway only ever used the crate's raw `send`, which rebuilt the URL, the auth header
-/// and four default headers on every call and asked for gzip answers; on a cache hit that
-/// was most of the gateway's CPU and doubled the node's (gateway/README.md, "Performance").
+/// Requests go over hyper's pooled client (`transport.rs`) rather than the `elasticsearch`
+/// crate's transport: the gateway only ever used the crate's raw `send`, which rebuilt the
+/// URL, the auth header and four default headers on every call and asked for gzip answers;
+/// on a cache hit that was most of the gateway's CPU and doubled the node's
+/// (gateway/README.md, "Performance").
 pub struct ElasticsearchStore {
-    /// The HTTP client of each thread, built alike with the timeout, auth header and
-    /// compression choice; a thread's requests share its connection pool.
-    client: ThreadClient,
+    /// The HTTP client of each thread, with the timeout, the fixed headers (auth, user
+    /// agent, compression choice); a thread's requests share its connection pool.
+    transport: Transport,
     /// The cluster's nodes, in the order the settings list them (the pool's indices).
     nodes: Vec<Node>,
     /// Which node to ask next, and which are dead.
@@ -140,9 +138,10 @@ struct Operation {
 
 /// An [`Operation`] on one node.
 struct NodeOperation {
-    /// The URL of requests with a fixed path; for `get` and `index`, the base the
-    /// document id is appended to.
-    url: url::Url,
+    /// The URL of requests with a fixed path; for operations on one document, the base
+    /// the document id is appended to (no operation has both a document and a fixed
+    /// query).
+    url: String,
     /// Attributes of `db.client.operation.duration` for a call that succeeded.
     metric_attributes: Vec<KeyValue>,
 }
@@ -253,12 +252,6 @@ struct Payload {
     bytes: Bytes,
 }
 
-/// One response: status and body.
-struct Answer {
-    status: u16,
-    body: Bytes,
-}
-
 /// One call's variable parts, beside its [`Operation`].
 struct Call<'a> {
     method: Method,
@@ -292,7 +285,7 @@ impl ElasticsearchStore {
     /// from the URLs or the settings apply to every node.
     ///
     /// Errors: [`StoreError::InvalidSettings`] when no URL is set or the credentials
-    /// cannot go into a header; [`StoreError::HttpClient`] when no client can be built.
+    /// cannot go into a header.
     pub fn new(settings: &StoreSettings, metrics: Metrics) -> Result<Self, StoreError> {
         let Some(store_nodes) = &settings.url else {
             return Err(StoreError::InvalidSettings("no store URL is configured"));
@@ -307,26 +300,21 @@ impl ElasticsearchStore {
                 .credentials()
                 .map(|(user, password)| basic_authorization(user, password.expose_secret()))
         };
-        let mut headers = HeaderMap::new();
-        if let Some(authorization) = authorization {
-            let mut value = HeaderValue::try_from(authorization).map_err(|_| {
-                StoreError::InvalidSettings("the store credentials cannot go into a header")
-            })?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
-        let (timeout, compression) = (settings.timeout, settings.compression);
-        let max_idle = settings.max_idle_connections_per_node;
-        let client = ThreadClient::new(move || {
-            reqwest::Client::builder()
-                .timeout(timeout)
-                .gzip(compression)
-                .pool_max_idle_per_host(max_idle)
-                .user_agent(USER_AGENT)
-                .default_headers(headers.clone())
-                .build()
-        })
-        .map_err(|e| StoreError::HttpClient(Arc::new(e)))?;
+        let authorization = authorization
+            .map(|authorization| {
+                let mut value = HeaderValue::try_from(authorization).map_err(|_| {
+                    StoreError::InvalidSettings("the store credentials cannot go into a header")
+                })?;
+                value.set_sensitive(true);
+                Ok(value)
+            })
+            .transpose()?;
+        let transport = Transport::new(
+            authorization,
+            settings.timeout,
+            settings.compression,
+            settings.max_idle_connections_per_node,
+        );
         let alias = utf8_percent_encode(&settings.index_alias, SEGMENT).to_string();
         let index = settings.index_name();
         let nodes: Vec<Node> = base_urls
@@ -357,9 +345,13 @@ impl ElasticsearchStore {
                     metric_attributes
                         .push(KeyValue::new(DB_COLLECTION_NAME, collection.to_owned()));
                 }
+                let url = format!("{base}{path}");
+                assert!(
+                    Uri::try_from(&url).is_ok(),
+                    "an http(s) base URL and a percent-encoded path make a URI: {url}"
+                );
                 NodeOperation {
-                    url: url::Url::parse(&format!("{base}{path}"))
-                        .expect("an http(s) base URL and a percent-encoded path make a URL"),
+                    url,
                     metric_attributes,
                 }
             });
@@ -398,7 +390,7 @@ impl ElasticsearchStore {
             leases: leases::LeaseOperations::new(&settings.lease_index(), &operation),
         };
         Ok(Self {
-            client,
+            transport,
             pool: NodePool::new(
                 nodes.len(),
                 settings.dead_node_backoff,
@@ -558,14 +550,15 @@ impl ElasticsearchStore {
     ) -> Result<Answer, StoreError> {
         let address = &self.nodes[node];
         let on_node = &op.nodes[node];
-        let mut url = on_node.url.clone();
+        let mut url = String::with_capacity(on_node.url.len() + 80);
+        url.push_str(&on_node.url);
         if let Some(id) = call.document {
-            url.path_segments_mut()
-                .expect("new() accepts only http(s) URLs, which have path segments")
-                .push(id);
+            url.push('/');
+            url.extend(utf8_percent_encode(id, SEGMENT));
         }
-        if call.query.is_some() {
-            url.set_query(call.query.as_deref());
+        if let Some(query) = &call.query {
+            url.push('?');
+            url.push_str(query);
         }
         let span = tracing::debug_span!(
             target: "gateway::store",
@@ -587,29 +580,21 @@ impl ElasticsearchStore {
             { SERVER_PORT } = address.server_port,
             { ERROR_TYPE } = Empty,
         );
-        let mut request = self.client.request(call.method.clone(), url);
+        let uri = Uri::try_from(url)
+            .expect("a base that made a URI, a percent-encoded id and our own query make one");
         let mut headers = HeaderMap::new();
         telemetry::inject_trace_context(&span.context(), &mut headers);
-        if let Some(payload) = &call.body {
+        let body = call.body.as_ref().map(|payload| {
             headers.insert(CONTENT_TYPE, payload.content_type.clone());
-            request = request.body(payload.bytes.clone());
-        }
+            payload.bytes.clone()
+        });
         let started = Instant::now();
-        let result = async {
-            let response = request
-                .headers(headers)
-                .send()
-                .await
-                .map_err(|e| StoreError::Unreachable(Arc::new(e)))?;
-            let status = response.status().as_u16();
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| StoreError::Unreachable(Arc::new(e)))?;
-            Ok::<_, StoreError>(Answer { status, body })
-        }
-        .instrument(span.clone())
-        .await;
+        let result = self
+            .transport
+            .send(call.method.clone(), uri, headers, body)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| StoreError::Unreachable(Arc::new(e)));
         let elapsed = started.elapsed().as_secs_f64();
         let error_type = match &result {
             Ok(answer) => {

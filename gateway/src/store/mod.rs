@@ -3,6 +3,7 @@
 mod elasticsearch;
 mod memory;
 pub mod node_pool;
+mod transport;
 pub mod write_behind;
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 
 pub use self::elasticsearch::{ElasticsearchStore, document_id, document_path};
 pub use memory::MemoryStore;
+pub use transport::TransportError;
 
 use crate::domain::{PredictionKey, StoredPrediction};
 
@@ -187,14 +189,11 @@ pub enum StoreError {
     /// refused earlier, when the settings are loaded.
     #[error("the store settings are invalid: {0}")]
     InvalidSettings(&'static str),
-    /// The HTTP client could not be built, e.g. no TLS backend (construction only).
-    #[error("the HTTP client of the store cannot be built")]
-    HttpClient(#[source] Arc<reqwest::Error>),
     /// No complete answer: the connection was refused or reset, the timeout passed, or
     /// the body broke off; the source says which. An outage, not a refusal: the
     /// write-behind queue does not count it against a write.
     #[error("the prediction store is unreachable")]
-    Unreachable(#[source] Arc<reqwest::Error>),
+    Unreachable(#[source] Arc<TransportError>),
     /// The store answered with an unexpected status.
     #[error("the prediction store answered {status}: {body}")]
     Status {

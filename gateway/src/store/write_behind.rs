@@ -413,7 +413,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{DataId, ModelInfo, Prediction, PredictionKey};
-    use crate::store::StoreFuture;
+    use crate::store::{StoreFuture, TransportError};
 
     /// A store whose answer to each data id's write follows a script (then succeeds);
     /// records every write attempt.
@@ -505,14 +505,11 @@ mod tests {
         queue.enqueue(item(id));
     }
 
-    /// An outage as the store reports it; reqwest errors have no public constructor,
-    /// so a request that cannot be built stands in for one that cannot connect.
+    /// An outage as the store reports it.
     fn unreachable() -> StoreError {
-        let error = reqwest::Client::new()
-            .get("http://store.invalid:no-port/")
-            .build()
-            .unwrap_err();
-        StoreError::Unreachable(std::sync::Arc::new(error))
+        StoreError::Unreachable(std::sync::Arc::new(TransportError::Timeout(
+            Duration::from_secs(2),
+        )))
     }
 
     fn status(status: u16) -> StoreError {

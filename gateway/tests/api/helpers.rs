@@ -12,6 +12,7 @@ use gateway::metrics::Metrics;
 use gateway::startup::Application;
 use gateway::store::{
     Lease, LeaseGrant, LeaseOutcome, MemoryStore, PredictionStore, StoreError, StoreFuture,
+    TransportError,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -364,15 +365,9 @@ impl RecordingStore {
     }
 }
 
-/// The error of a store "set to fail": an outage, as the store reports one. reqwest
-/// errors have no public constructor, so a request that cannot be built stands in for
-/// one that cannot connect.
+/// The error of a store "set to fail": an outage, as the store reports one.
 fn outage() -> StoreError {
-    let error = reqwest::Client::new()
-        .get("http://store.invalid:no-port/")
-        .build()
-        .unwrap_err();
-    StoreError::Unreachable(Arc::new(error))
+    StoreError::Unreachable(Arc::new(TransportError::Timeout(Duration::from_secs(2))))
 }
 
 impl PredictionStore for RecordingStore {
