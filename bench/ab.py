@@ -90,7 +90,7 @@ def main() -> int:
         "variants",
         nargs="+",
         help="NAME=PATH of a gateway executable, then ;VAR=VALUE for its own environment (e.g."
-        " 'one-thread=/tmp/gateway;TOKIO_WORKER_THREADS=1'); the first is the baseline",
+        " 'one-thread=/tmp/gateway;GATEWAY__SERVER__WORKER_THREADS=1'); the first is the baseline",
     )
     parser.add_argument("--mode", choices=("off", "traced"), default="off", help="telemetry of every gateway")
     parser.add_argument("--rounds", type=int, default=7)

@@ -333,7 +333,7 @@ def main() -> int:
     binary = args.gateway or gateway_binary(release=True)
     try:
         node = SearchNode.start(provisioned("provision-search-node.sh"), work_dir)
-        _, collector_endpoint = start_collector(provisioned("provision-collector.sh"), work_dir)
+        collector, collector_endpoint = start_collector(provisioned("provision-collector.sh"), work_dir)
         model = start_model_service(venv_bin, work_dir)
         common = gateway_env(model.url, node.url)
         gateways = {
@@ -347,7 +347,10 @@ def main() -> int:
         print("bench: storing the hit set", file=sys.stderr)
         direct_lines = warm_hit_set(off, node.url)
         hit_lines = [predict_line(data_id) for data_id in HIT_IDS]
-        pids = {name: gateway.process.pid for name, gateway in gateways.items()} | {"node": node.process.pid}
+        pids = {name: gateway.process.pid for name, gateway in gateways.items()} | {
+            "node": node.process.pid,
+            "collector": collector.pid,
+        }
 
         idle_rates: dict[str, float] = {}
 
@@ -472,6 +475,11 @@ def render(args, rows, rss_idle, rss_open, model_calls, answered, started, load_
                 "<= 1.2",
             ),
             ("Hit throughput, 100 % traces exported, requests/s", median_spread(t[traced64], 0), ""),
+            (
+                "Collector CPU per traced hit (receiving, discarding), ms",
+                median_spread(per_request(traced64, "collector"), 3),
+                "",
+            ),
             (
                 "**Hit throughput, traces exported / telemetry off**",
                 median_spread(ratio(t[traced64], t[off64]), 2),
