@@ -5,11 +5,11 @@
 //! Why not tokio's work-stealing runtime for this: on a hit, the connection's task parks
 //! while the store answers, and an idle worker wakes to steal it or its store
 //! connection's task, so a hit's work hops between threads. Measured on the 2-core bench
-//! bed (`bench/ab.py`, 64 connections, every request a hit, 6 rounds), one
-//! single-threaded runtime served 1.33x the requests per second at 0.71x the gateway's
-//! CPU per hit of a two-worker work-stealing runtime (`bench/RESULTS.md`). With a
-//! runtime per thread and a store client per thread (`store::thread_client`), a hit
-//! stays on the thread that accepted its connection, and more threads add cores.
+//! bed (`bench/ab.py`, 64 connections, every request a hit, 6 rounds), two serving
+//! threads served 1.26x the requests per second at 0.75x the gateway's CPU per hit of a
+//! two-worker work-stealing runtime (`bench/RESULTS.md`). With a runtime per thread and
+//! an HTTP client per thread ([`crate::thread_client`]), a hit stays on the thread that
+//! accepted its connection, and more threads add cores.
 //!
 //! Work that must outlive a request (a shared model computation, write-behind, the
 //! telemetry exporters) runs on the process's main runtime instead, which lives until
