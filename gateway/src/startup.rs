@@ -224,6 +224,7 @@ impl Application {
         let _ = serving.await;
         self.refresher.abort();
         self.write_behind.drain(WRITE_BEHIND_DRAIN_DEADLINE).await;
+        tracing::info!("shutdown: connections closed, write-behind drained; flushing telemetry");
     }
 }
 
