@@ -137,3 +137,80 @@ impl ServingThreads {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// The body of `GET /` on a new connection.
+    async fn get(address: std::net::SocketAddr) -> String {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn requests_are_served_on_the_serving_threads_until_they_stop_accepting() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let threads = ServingThreads::start(2, listener).await.unwrap();
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                std::thread::current().name().unwrap_or_default().to_owned()
+            }),
+        );
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            max_connections: 16,
+        };
+        let shutdown = Shutdown::default();
+        let serving = tokio::spawn(threads.serve(router, limits, shutdown.clone()));
+
+        let mut served_on = Vec::new();
+        for _ in 0..6 {
+            let answer = get(address).await;
+            served_on.push(
+                answer
+                    .rsplit("\r\n\r\n")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        shutdown.stop_accepting(Duration::ZERO);
+        let stopped = tokio::time::timeout(Duration::from_secs(5), serving).await;
+
+        assert!(
+            served_on
+                .iter()
+                .all(|name| name == "gateway-serving-0" || name == "gateway-serving-1"),
+            "{served_on:?}"
+        );
+        assert!(stopped.is_ok(), "every serving thread ended");
+        assert!(
+            TcpStream::connect(address).await.is_err(),
+            "nobody listens any more"
+        );
+    }
+
+    #[test]
+    fn a_configured_count_wins_and_0_means_one_per_core() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+
+        assert_eq!(ServingThreads::count(3), 3);
+        assert_eq!(ServingThreads::count(0), cores);
+    }
+}

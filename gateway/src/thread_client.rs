@@ -45,8 +45,9 @@ impl<C: Clone + 'static, E: 'static> ThreadClient<C, E> {
         })
     }
 
-    /// This thread's client.
-    pub fn get(&self) -> C {
+    /// `use_client` applied to this thread's client (lent, not cloned: a request clones
+    /// what it keeps).
+    pub fn with<R>(&self, use_client: impl FnOnce(&C) -> R) -> R {
         BY_TYPE.with_borrow_mut(|by_type| {
             let index = match by_type
                 .iter()
@@ -61,23 +62,26 @@ impl<C: Clone + 'static, E: 'static> ThreadClient<C, E> {
             let clients = by_type[index]
                 .downcast_mut::<Clients<C, E>>()
                 .expect("found by its type");
-            self.find_or_build(clients)
+            use_client(self.find_or_build(clients))
         })
     }
 
-    fn find_or_build(&self, clients: &mut Clients<C, E>) -> C {
+    fn find_or_build<'a>(&self, clients: &'a mut Clients<C, E>) -> &'a C {
         let owner = Arc::as_ptr(&self.build);
-        if let Some((_, client)) = clients
+        let position = clients
             .iter()
-            .find(|(built_by, _)| std::ptr::addr_eq(built_by.as_ptr(), owner))
-        {
-            return client.clone();
-        }
-        // Clients of stores dropped since (tests make many) leave with the next one.
-        clients.retain(|(built_by, _)| built_by.strong_count() > 0);
-        let client = (self.build)().unwrap_or_else(|_| self.fallback.clone());
-        clients.push((Arc::downgrade(&self.build), client.clone()));
-        client
+            .position(|(built_by, _)| std::ptr::addr_eq(built_by.as_ptr(), owner));
+        let index = match position {
+            Some(index) => index,
+            None => {
+                // Clients of stores dropped since (tests make many) leave with the next one.
+                clients.retain(|(built_by, _)| built_by.strong_count() > 0);
+                let client = (self.build)().unwrap_or_else(|_| self.fallback.clone());
+                clients.push((Arc::downgrade(&self.build), client));
+                clients.len() - 1
+            }
+        };
+        &clients[index].1
     }
 }
 
@@ -100,10 +104,12 @@ mod tests {
         let builds = Arc::new(AtomicUsize::new(0));
         let clients = Arc::new(numbered(&builds));
 
-        let here = (clients.get(), clients.get());
+        let here = (clients.with(|c| *c), clients.with(|c| *c));
         let there = {
             let clients = Arc::clone(&clients);
-            std::thread::spawn(move || clients.get()).join().unwrap()
+            std::thread::spawn(move || clients.with(|c| *c))
+                .join()
+                .unwrap()
         };
 
         assert_eq!(
@@ -118,14 +124,14 @@ mod tests {
     fn a_dropped_owners_client_leaves_with_the_next_one() {
         let marker = || ThreadClient::new(|| Ok::<_, ()>(Arc::new(()))).unwrap();
         let first = marker();
-        let firsts_client = Arc::downgrade(&first.get());
+        let firsts_client = first.with(Arc::downgrade);
         drop(first);
         assert!(
             firsts_client.upgrade().is_some(),
             "still held by this thread"
         );
 
-        marker().get();
+        marker().with(|_| ());
 
         assert!(
             firsts_client.upgrade().is_none(),

@@ -250,8 +250,7 @@ impl ModelClient {
         telemetry::inject_context(&span.context(), &mut headers);
         let mut request = self
             .http
-            .get()
-            .request(method.clone(), url)
+            .with(|client| client.request(method.clone(), url))
             .headers(headers);
         if let Some(body) = body {
             request = request.json(&body);

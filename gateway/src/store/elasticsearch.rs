@@ -971,6 +971,17 @@ fn status_error(status: u16, body: &[u8]) -> StoreError {
     }
 }
 
+/// A store for the nodes of `url` (one URL or a comma-separated list), every other
+/// setting at its default; not contacted (tests of this module and of `leases`).
+#[cfg(test)]
+fn store_at(url: &str) -> ElasticsearchStore {
+    let settings = StoreSettings {
+        url: Some(url.parse().expect("a test's node list")),
+        ..crate::configuration::Settings::default().store
+    };
+    ElasticsearchStore::new(&settings, Metrics::default()).expect("a test's settings")
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1000,11 +1011,7 @@ mod tests {
 
     #[test]
     fn a_missing_document_is_not_an_error_but_a_missing_index_elsewhere_is() {
-        let settings = StoreSettings {
-            url: Some("http://127.0.0.1:9200".parse().unwrap()),
-            ..crate::configuration::Settings::default().store
-        };
-        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+        let store = store_at("http://127.0.0.1:9200");
         let cases = [
             (&store.operations.get, 404, false, "missing document on get"),
             (&store.operations.get, 500, true, "server error on get"),
@@ -1092,12 +1099,7 @@ mod tests {
 
     #[test]
     fn urls_and_span_names_are_built_once_from_the_settings_without_credentials() {
-        let settings = StoreSettings {
-            url: Some("https://user:secret@search.example:9243/".parse().unwrap()),
-            ..crate::configuration::Settings::default().store
-        };
-
-        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+        let store = store_at("https://user:secret@search.example:9243/");
 
         assert_eq!(
             store.operations.get.nodes[0].url.as_str(),
@@ -1123,16 +1125,7 @@ mod tests {
 
     #[test]
     fn every_node_gets_its_own_urls_and_metric_attributes_built_once() {
-        let settings = StoreSettings {
-            url: Some(
-                "http://u:p@es-0:9200 , https://u:p@es-1.example:9243/"
-                    .parse()
-                    .unwrap(),
-            ),
-            ..crate::configuration::Settings::default().store
-        };
-
-        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+        let store = store_at("http://u:p@es-0:9200 , https://u:p@es-1.example:9243/");
 
         let urls: Vec<&str> = store
             .operations
@@ -1170,11 +1163,7 @@ mod tests {
 
     #[test]
     fn only_delete_by_query_is_not_sent_again_to_another_node() {
-        let settings = StoreSettings {
-            url: Some("http://127.0.0.1:9200".parse().unwrap()),
-            ..crate::configuration::Settings::default().store
-        };
-        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+        let store = store_at("http://127.0.0.1:9200");
         let ops = &store.operations;
         for op in [
             &ops.info,

@@ -266,9 +266,7 @@ mod tests {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     use super::*;
-    use crate::configuration::{Settings, StoreSettings};
     use crate::domain::DataId;
-    use crate::metrics::Metrics;
     use crate::store::PredictionStore;
 
     fn key() -> PredictionKey {
@@ -290,11 +288,7 @@ mod tests {
 
     async fn store() -> (MockServer, ElasticsearchStore) {
         let server = MockServer::start().await;
-        let settings = StoreSettings {
-            url: Some(server.uri().parse().unwrap()),
-            ..Settings::default().store
-        };
-        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+        let store = super::super::store_at(&server.uri());
         (server, store)
     }
 
@@ -519,11 +513,7 @@ mod tests {
 
     #[test]
     fn lease_conflicts_are_not_errors_on_spans_but_other_conflicts_are() {
-        let settings = StoreSettings {
-            url: Some("http://127.0.0.1:9200".parse().unwrap()),
-            ..Settings::default().store
-        };
-        let store = ElasticsearchStore::new(&settings, Metrics::default()).unwrap();
+        let store = super::super::store_at("http://127.0.0.1:9200");
         let leases = &store.operations.leases;
         assert!(!super::super::is_error(&leases.create, 409));
         assert!(!super::super::is_error(&leases.delete, 409));

@@ -134,8 +134,7 @@ impl Transport {
         let exchange = async {
             let response = self
                 .clients
-                .get()
-                .request(request)
+                .with(|client| client.request(request))
                 .await
                 .map_err(TransportError::Request)?;
             let status = response.status().as_u16();

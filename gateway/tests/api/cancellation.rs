@@ -7,7 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    MockAnswer, MockModelService, TestApp, TestOptions, app_with, mock_key, poll_until, spawn_app,
+    MockAnswer, MockModelService, TestApp, TestOptions, app_stopping_with_grace, app_with,
+    mock_key, poll_until, spawn_app,
 };
 
 /// `POST /v1/predict` from a client that gives up after `patience`.
@@ -53,15 +54,8 @@ async fn a_client_that_hangs_up_during_a_miss_still_gets_the_prediction_stored()
 
 #[tokio::test]
 async fn a_miss_cut_off_by_shutdown_still_gets_its_prediction_stored() {
-    let model =
-        MockModelService::start_with_delay(MockAnswer::Predicts, Duration::from_millis(800)).await;
-    let app = spawn_app(
-        TestOptions::with_model(model.backend()).settings(|settings| {
-            settings.server.shutdown_drain_delay = Duration::ZERO;
-            settings.server.shutdown_grace = Duration::from_millis(100);
-        }),
-    )
-    .await;
+    let (model, app) =
+        app_stopping_with_grace(Duration::from_millis(800), Duration::from_millis(100)).await;
     let cut_off = tokio::spawn({
         let app = app.clone();
         async move {

@@ -305,14 +305,7 @@ async fn at_the_connection_cap_with_every_connection_busy_a_new_one_is_refused_u
 /// grace period of `grace`) while its model call takes `model_delay`: the bytes written
 /// before the connection closed (within 5 s).
 async fn answer_in_flight_at_shutdown(model_delay: Duration, grace: Duration) -> Vec<u8> {
-    let model = MockModelService::start_with_delay(MockAnswer::Predicts, model_delay).await;
-    let app = spawn_app(
-        TestOptions::with_model(model.backend()).settings(move |settings| {
-            settings.server.shutdown_drain_delay = Duration::ZERO;
-            settings.server.shutdown_grace = grace;
-        }),
-    )
-    .await;
+    let (model, app) = crate::helpers::app_stopping_with_grace(model_delay, grace).await;
     let mut in_flight = send_predict(app.address, "row-in-flight").await;
     model.wait_until_called("the request in flight").await;
 

@@ -101,6 +101,24 @@ pub async fn app_with_settings(
     (model, app)
 }
 
+/// A mock model service answering predictions after `model_delay`, and the gateway in front
+/// of it that, once asked to shut down, stops accepting at once (no drain delay) and gives
+/// requests in flight `grace`.
+pub async fn app_stopping_with_grace(
+    model_delay: Duration,
+    grace: Duration,
+) -> (MockModelService, TestApp) {
+    let model = MockModelService::start_with_delay(MockAnswer::Predicts, model_delay).await;
+    let app = spawn_app(
+        TestOptions::with_model(model.backend()).settings(move |settings| {
+            settings.server.shutdown_drain_delay = Duration::ZERO;
+            settings.server.shutdown_grace = grace;
+        }),
+    )
+    .await;
+    (model, app)
+}
+
 /// The mock's model before any switch: `iris-classifier` version 1, `run-1`.
 pub fn mock_model() -> ModelInfo {
     ModelInfo {
