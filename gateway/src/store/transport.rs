@@ -169,7 +169,40 @@ fn inflate(body: &[u8]) -> Result<Bytes, TransportError> {
 mod tests {
     use std::io::Write as _;
 
+    use tokio::io::AsyncReadExt as _;
+
     use super::*;
+
+    #[tokio::test]
+    async fn an_https_node_is_spoken_to_in_tls() {
+        // STAND-IN for an https node: only the first byte the client sends matters.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!("https://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let first_byte = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.read_u8().await.unwrap()
+        });
+        let transport = Transport::new(None, Duration::from_secs(5), false, 1);
+
+        let sent = transport
+            .send(Method::GET, uri, HeaderMap::new(), None)
+            .await;
+
+        let first_byte = tokio::time::timeout(Duration::from_secs(5), first_byte)
+            .await
+            .expect("the client connected");
+        assert_eq!(
+            first_byte.unwrap(),
+            0x16,
+            "a TLS handshake record (RFC 8446 section 5.1) opened the connection"
+        );
+        assert!(
+            matches!(sent, Err(TransportError::Request(_))),
+            "no TLS answer: no HTTP answer"
+        );
+    }
 
     #[test]
     fn a_gzip_body_is_inflated_and_a_broken_one_is_an_error() {
