@@ -70,7 +70,8 @@ impl ServingThreads {
             let (assign, assigned) = oneshot::channel::<Assignment>();
             let (finished_sender, finished) = oneshot::channel();
             std::thread::Builder::new()
-                .name(format!("gateway-serving-{index}"))
+                // At most 15 bytes: Linux cuts longer names in `/proc`, `ps` and `top`.
+                .name(format!("gateway-srv-{index}"))
                 .spawn(move || {
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -196,7 +197,7 @@ mod tests {
         assert!(
             served_on
                 .iter()
-                .all(|name| name == "gateway-serving-0" || name == "gateway-serving-1"),
+                .all(|name| name == "gateway-srv-0" || name == "gateway-srv-1"),
             "{served_on:?}"
         );
         assert!(stopped.is_ok(), "every serving thread ended");
